@@ -1,0 +1,105 @@
+"""Checks on this machine: commands and files. They let the engine be tested end to end
+with real processes before any facility transport is involved."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.context import Context
+from engine.registry import action, check
+from engine.result import Result
+
+__all__ = ["LocalCommand", "LocalFile", "local_command", "local_file", "local_run"]
+
+_TAIL = 2000
+
+
+class LocalCommand(BaseModel):
+    """A command as an argument list (never a shell string), and what its result must be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] = Field(min_length=1)
+    timeout: float = Field(default=30.0, gt=0)
+    exit: int | None = 0
+    stdout_contains: str | None = None
+    stdout_matches: str | None = None
+    stdout_lacks: str | None = None
+    cwd: str | None = None
+
+
+def _run(p: LocalCommand) -> Result:
+    shown = shlex.join(p.argv)
+    try:
+        proc = subprocess.run(p.argv, capture_output=True, text=True, timeout=p.timeout,
+                              cwd=p.cwd, check=False, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return Result.unknown(f"command not found: {p.argv[0]}", evidence=f"$ {shown}")
+    except subprocess.TimeoutExpired:
+        return Result.unknown(f"no answer within {p.timeout:g} s", evidence=f"$ {shown}")
+    out = proc.stdout
+    evidence = f"$ {shown}\n{out[-_TAIL:]}{proc.stderr[-_TAIL:]}".rstrip()
+    observed = {"exit": proc.returncode, "stdout": out[-_TAIL:]}
+    problems = []
+    if p.exit is not None and proc.returncode != p.exit:
+        problems.append(f"exit status {proc.returncode}, expected {p.exit}")
+    if p.stdout_contains is not None and p.stdout_contains not in out:
+        problems.append(f"output lacks {p.stdout_contains!r}")
+    if p.stdout_matches is not None and not re.search(p.stdout_matches, out, re.MULTILINE):
+        problems.append(f"output does not match {p.stdout_matches!r}")
+    if p.stdout_lacks is not None and p.stdout_lacks in out:
+        problems.append(f"output contains {p.stdout_lacks!r}")
+    if problems:
+        return Result(outcome="fail", evidence=evidence, observed=observed,
+                      reason="; ".join(problems))
+    return Result(outcome="ok", evidence=evidence, observed=observed)
+
+
+@check("local.command")
+def local_command(p: LocalCommand, ctx: Context) -> Result:
+    return _run(p)
+
+
+@action("local.run")
+def local_run(p: LocalCommand, ctx: Context) -> Result:
+    """The same as local.command, but it may change something, so only `run` calls it."""
+    return _run(p)
+
+
+class LocalFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    exists: bool = True
+    min_size: int | None = Field(default=None, ge=0)
+    max_age: float | None = Field(default=None, gt=0, description="seconds since modification")
+
+
+@check("local.file")
+def local_file(p: LocalFile, ctx: Context) -> Result:
+    path = Path(os.path.expanduser(p.path))
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        if p.exists:
+            return Result.fail(f"{path}: no such file", exists=False)
+        return Result.ok(f"{path}: absent, as expected", exists=False)
+    except OSError as exc:
+        return Result.unknown(f"{path}: {exc.strerror}")
+    age = time.time() - st.st_mtime
+    observed = {"exists": True, "size": st.st_size, "age": round(age, 3)}
+    evidence = f"{path}: {st.st_size} bytes, modified {age:.0f} s ago"
+    if not p.exists:
+        return Result.fail(evidence + " (should be absent)", **observed)
+    if p.min_size is not None and st.st_size < p.min_size:
+        return Result.fail(evidence + f" (smaller than {p.min_size})", **observed)
+    if p.max_age is not None and age > p.max_age:
+        return Result.fail(evidence + f" (older than {p.max_age:g} s)", **observed)
+    return Result.ok(evidence, **observed)

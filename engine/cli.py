@@ -1,0 +1,344 @@
+"""The `runbook` command line.
+
+Exit codes: 0 nothing found, 1 findings (or a run that stopped), 2 unknowns only,
+3 usage or validation error. Heavy modules (pydantic models, networkx, transports) are
+imported inside the commands, so that `runbook --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .inventory import Inventory
+    from .loader import Catalog
+    from .registry import Registry
+
+__all__ = ["app", "main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_UNKNOWN", "EXIT_USAGE"]
+
+EXIT_OK, EXIT_FINDINGS, EXIT_UNKNOWN, EXIT_USAGE = 0, 1, 2, 3
+
+
+class _Group(TyperGroup):
+    """Usage errors exit 3, not click's 2, which means 'unknowns only' here."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        standalone = kwargs.pop("standalone_mode", True)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as exc:
+            # click's own exceptions (typer vendors click): they know how to show themselves
+            if not standalone or not hasattr(exc, "show"):
+                raise
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            typer.echo("Aborted.", err=True)
+            sys.exit(130)
+        if standalone:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
+                  help="The European XFEL Detector Support Guidelines as runbooks.",
+                  pretty_exceptions_enable=False)
+
+
+class Fmt(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+class GraphFmt(StrEnum):
+    dot = "dot"
+    mermaid = "mermaid"
+
+
+SiteOpt = Annotated[str | None, typer.Option("--site", help="Site name (or $RUNBOOK_SITE).")]
+InstrOpt = Annotated[str | None, typer.Option("--instrument", "-i", help="e.g. SPB")]
+ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE")]
+PathsOpt = Annotated[list[Path] | None, typer.Option("--runbooks", help="Runbook folders.")]
+
+
+def _console() -> Console:
+    from rich.console import Console
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _guard(fn: Any) -> Any:
+    """Turn a user's mistake (a RunbookError) into its message and exit 3, no traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import RunbookError
+        try:
+            return fn(*args, **kwargs)
+        except RunbookError as exc:
+            _fail(str(exc))
+    return wrapper
+
+
+def _registry() -> Registry:
+    from .registry import default_registry
+    return default_registry()
+
+
+def _catalog(paths: list[Path] | None, strict: bool = True) -> Catalog:
+    from .loader import load_catalog
+    catalog = load_catalog(paths, _registry())
+    if strict:
+        catalog.raise_problems()
+    return catalog
+
+
+def _inventory(site: str | None) -> Inventory:
+    from .inventory import load_site, site_name
+    return load_site(site_name(site))
+
+
+def _params(items: list[str] | None, instrument: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            _fail(f"--param wants NAME=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _with_instrument(catalog: Catalog, runbook_id: str, params: dict[str, Any],
+                     instrument: str | None, inventory: Inventory) -> str | None:
+    rb = catalog.get(runbook_id).runbook
+    wants = [n for n, p in rb.params.items() if p.type == "instrument"]
+    if instrument is not None:
+        instrument = inventory.instrument(instrument).name
+        for name in wants:
+            params.setdefault(name, instrument)
+    elif wants and all(n not in params for n in wants):
+        _fail(f"runbook '{runbook_id}' needs --instrument")
+    return instrument
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; no answer (end of input) is a no."""
+    try:
+        return bool(typer.confirm(question, default=False))
+    except (typer.Abort, EOFError, RuntimeError):
+        return False
+
+
+@app.command("list")
+@_guard
+def list_cmd(runbooks: PathsOpt = None) -> None:
+    """List the runbooks."""
+    from rich.table import Table
+    catalog = _catalog(runbooks, strict=False)
+    table = Table("id", "kind", "source", "status", "title")
+    for rid, lr in sorted(catalog.runbooks.items()):
+        rb = lr.runbook
+        table.add_row(rid, rb.kind, rb.source, rb.status, rb.title)
+    _console().print(table)
+
+
+@app.command()
+@_guard
+def show(runbook_id: str, runbooks: PathsOpt = None) -> None:
+    """Show a runbook's parameters and steps."""
+    from .spec import step_kind
+    lr = _catalog(runbooks).get(runbook_id)
+    rb, con = lr.runbook, _console()
+    con.print(f"[bold]{rb.id}[/] — {rb.title} ({rb.kind}, section {rb.source}, {rb.status})")
+    con.print(f"file: {lr.path}")
+    if rb.description:
+        con.print(rb.description.strip())
+    for name, p in rb.params.items():
+        con.print(f"  param {name}: {p.type}" + ("" if p.required else f" = {p.default!r}"))
+    for sid, step in rb.steps.items():
+        mark = "→ " if sid == rb.start else "  "
+        con.print(f"{mark}{sid} [dim]({step_kind(step)}, {step.source})[/] {step.title}")
+
+
+@app.command()
+def validate(paths: Annotated[list[Path] | None, typer.Argument()] = None) -> None:
+    """Check runbooks: YAML, model, graph, check names and their parameters, templates."""
+    from .errors import RunbookError
+    from .loader import load_catalog
+    try:
+        catalog = load_catalog(paths, _registry())
+    except RunbookError as exc:
+        _fail(str(exc))
+    for warning in catalog.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for line in catalog.problems:
+        typer.echo(line, err=True)
+    if catalog.problems:
+        typer.echo(f"{len(catalog.problems)} problem(s) in {len(catalog.runbooks)} "
+                   "runbook(s)", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    drafts = sum(lr.runbook.status == "draft" for lr in catalog.runbooks.values())
+    typer.echo(f"{len(catalog.runbooks)} runbook(s) valid"
+               + (f", {drafts} draft(s) with {len(catalog.warnings)} pending name(s)"
+                  if drafts else ""))
+
+
+@app.command()
+@_guard
+def graph(runbook_id: str, fmt: Annotated[GraphFmt, typer.Option("--format")] = GraphFmt.dot,
+          runbooks: PathsOpt = None) -> None:
+    """Print a runbook's graph as DOT or Mermaid."""
+    from .graph import RunbookGraph
+    g = RunbookGraph.of(_catalog(runbooks).get(runbook_id).runbook)
+    typer.echo(g.to_dot() if fmt == GraphFmt.dot else g.to_mermaid(), nl=False)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the runbook format (for editors)."""
+    import json
+
+    from .spec import Runbook
+    typer.echo(json.dumps(Runbook.model_json_schema(by_alias=True), indent=2))
+
+
+@app.command("inventory")
+@_guard
+def inventory_cmd(instrument: InstrOpt = None, site: SiteOpt = None) -> None:
+    """Show the site's instruments, groups and hosts."""
+    from rich.tree import Tree
+    inv = _inventory(site)
+    names = [inv.instrument(instrument).name] if instrument else inv.instrument_names()
+    root = Tree(f"site [bold]{inv.name}[/]")
+    for name in names:
+        ctx = inv.context(name)["instrument"]
+        node = root.add(f"[bold]{name}[/] (SASE {ctx.get('sase')})")
+        for key, value in ctx.get("karabo", {}).items():
+            node.add(f"karabo.{key}: {value}")
+        for key, value in ctx.get("devices", {}).items():
+            node.add(f"device {key}: {value}")
+        for group, hosts in ctx.get("groups", {}).items():
+            node.add(f"group {group}: {', '.join(hosts)}")
+    _console().print(root)
+
+
+def _walk(mode: str, runbook_id: str, instrument: str | None, site: str | None,
+          param: list[str] | None, runbooks: list[Path] | None, **kw: Any) -> Any:
+    from .walk import Walker
+    catalog = _catalog(runbooks)
+    inv = _inventory(site)
+    params = _params(param, instrument)
+    instrument = _with_instrument(catalog, runbook_id, params, instrument, inv)
+    walker = Walker(catalog, _registry(), inv, mode=mode,  # type: ignore[arg-type]
+                    instrument=instrument, confirm=_confirm, say=typer.echo, **kw)
+    return catalog, inv, params, walker.walk(runbook_id, params)
+
+
+def _emit(report: Any, fmt: Fmt, title: str) -> None:
+    from . import render
+    if fmt == Fmt.json:
+        typer.echo(render.to_json(report), nl=False)
+    elif fmt == Fmt.markdown:
+        typer.echo(render.to_markdown(report), nl=False)
+    else:
+        render.print_report(report, _console(), title)
+
+
+@app.command()
+@_guard
+def diagnose(runbook_id: str, instrument: InstrOpt = None, site: SiteOpt = None,
+             param: ParamOpt = None,
+             fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
+             concurrency: Annotated[int, typer.Option(min=1, max=1024)] = 32,
+             runbooks: PathsOpt = None) -> None:
+    """Run a troubleshooting tree's read-only checks and report the findings."""
+    catalog, _, _, report = _walk("diagnose", runbook_id, instrument, site, param, runbooks,
+                                  concurrency=concurrency)
+    _emit(report, fmt, f"{catalog.get(runbook_id).runbook.title} [{runbook_id}]")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@_guard
+def plan(runbook_id: str, instrument: InstrOpt = None, site: SiteOpt = None,
+         param: ParamOpt = None, probe: bool = False,
+         output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+         fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
+         runbooks: PathsOpt = None) -> None:
+    """Resolve every step (hosts, commands, slots), change nothing, save the plan."""
+    import json
+
+    from . import render
+    from .plan import fingerprints, plan_document, save_plan
+    catalog, inv, params, report = _walk("plan", runbook_id, instrument, site, param,
+                                         runbooks, probe=probe)
+    doc = plan_document(report, fingerprints(catalog, inv, runbook_id, report.params,
+                                             report.instrument))
+    if output is not None:
+        save_plan(doc, output)
+    if fmt == Fmt.json:
+        typer.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        render.print_plan(doc, _console())
+        if output is not None:
+            typer.echo(f"plan saved to {output}; run it with: runbook run --plan {output}")
+
+
+@app.command()
+@_guard
+def run(runbook_id: Annotated[str | None, typer.Argument()] = None,
+        plan_file: Annotated[Path | None, typer.Option("--plan")] = None,
+        instrument: InstrOpt = None, site: SiteOpt = None, param: ParamOpt = None,
+        yes: Annotated[bool, typer.Option("--yes", "-y",
+                                          help="Do not ask before danger steps.")] = False,
+        fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
+        runbooks: PathsOpt = None) -> None:
+    """Execute a procedure, asking before danger and manual steps."""
+    from .plan import fingerprints, load_plan, verify_plan
+    params_list = param
+    if plan_file is not None:
+        if runbook_id is not None or param:
+            _fail("give either a runbook id (with its params) or --plan FILE, not both")
+        doc = load_plan(plan_file)
+        runbook_id, instrument, site = doc["runbook"], doc["instrument"], doc["site"]
+        params_list = [f"{k}={v}" for k, v in doc["params"].items() if v is not None]
+        catalog, inv = _catalog(runbooks), _inventory(site)
+        verify_plan(doc, fingerprints(catalog, inv, runbook_id, doc["params"], instrument))
+    if runbook_id is None:
+        _fail("name a runbook or give --plan FILE")
+    catalog, _, _, report = _walk("run", runbook_id, instrument, site, params_list, runbooks,
+                                  yes=yes)
+    _emit(report, fmt, f"Run of {runbook_id}")
+    raise typer.Exit(report.exit_code)
+
+
+def _mount_optional() -> None:
+    """Sub-commands that live in other packages (the twin, the calibration DB)."""
+    import importlib
+    for module, name in (("sim.cli", "sim"), ("caldb.cli", "caldb")):
+        try:
+            sub = importlib.import_module(module).app
+        except (ImportError, AttributeError):
+            continue
+        app.add_typer(sub, name=name)
+
+
+_mount_optional()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,154 @@
+"""One wrapper around networkx with the verbs that runbooks need.
+
+No other module calls networkx. Cycle detection and reachability come from networkx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import networkx as nx
+
+from .spec import (
+    END,
+    ActionStep,
+    AllStep,
+    CallStep,
+    CheckStep,
+    ForeachStep,
+    ManualStep,
+    Retry,
+    Route,
+    Runbook,
+    Step,
+    WaitStep,
+    step_kind,
+)
+
+__all__ = ["Edge", "RunbookGraph"]
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str
+    target: str
+    label: str
+    retry: int | None = None
+
+
+def _target(route: Route) -> tuple[str, int | None]:
+    return (route.step, route.max) if isinstance(route, Retry) else (route, None)
+
+
+def step_edges(step_id: str, step: Step) -> Iterator[Edge]:
+    """The labelled edges that leave one step, in the order the step names them."""
+    routes: list[tuple[str, Route]] = []
+    if isinstance(step, CheckStep | WaitStep):
+        routes += [(label, route) for label, route in step.on]
+    if isinstance(step, AllStep):
+        routes += [("branch", child) for child in step.all]
+    if isinstance(step, ForeachStep):
+        routes.append(("each", step.do))
+    if isinstance(step, ActionStep | ManualStep | CallStep | AllStep | ForeachStep):
+        routes.append(("next", step.next))
+    for label, route in routes:
+        target, retry = _target(route)
+        yield Edge(step_id, target, label, retry)
+
+
+class RunbookGraph:
+    """The steps of one runbook and their routes; build one with `RunbookGraph.of(runbook)`."""
+
+    def __init__(self, runbook_id: str, start: str) -> None:
+        self.id = runbook_id
+        self.start = start
+        self._g: nx.MultiDiGraph = nx.MultiDiGraph()
+        self._g.add_node(END, kind="end")
+
+    @classmethod
+    def of(cls, runbook: Runbook) -> RunbookGraph:
+        graph = cls(runbook.id, runbook.start)
+        for step_id, step in runbook.steps.items():
+            graph.add_step(step_id, step_kind(step) or "?")
+        for step_id, step in runbook.steps.items():
+            for edge in step_edges(step_id, step):
+                graph.add_edge(edge)
+        return graph
+
+    def add_step(self, step_id: str, kind: str) -> None:
+        self._g.add_node(step_id, kind=kind)
+
+    def add_edge(self, edge: Edge) -> None:
+        self._g.add_edge(edge.source, edge.target, label=edge.label, retry=edge.retry)
+
+    def kind(self, step_id: str) -> str:
+        return str(self._g.nodes[step_id].get("kind", "?"))
+
+    def steps(self) -> list[str]:
+        return [n for n in self._g.nodes if n != END]
+
+    def edges(self) -> list[Edge]:
+        return [Edge(u, v, d["label"], d["retry"]) for u, v, d in self._g.edges(data=True)]
+
+    def unknown_targets(self) -> list[Edge]:
+        """Edges to steps that the runbook does not define."""
+        return [e for e in self.edges() if "kind" not in self._g.nodes[e.target]]
+
+    def roots(self) -> list[str]:
+        return [self.start]
+
+    def reachable(self) -> set[str]:
+        if self.start not in self._g:
+            return set()
+        return {self.start, *nx.descendants(self._g, self.start)}
+
+    def unreachable(self) -> list[str]:
+        seen = self.reachable()
+        return [s for s in self.steps() if s not in seen]
+
+    def illegal_cycle(self) -> list[str] | None:
+        """A cycle that passes through neither a `wait` step nor a `retry` edge, if any."""
+        g = nx.DiGraph()
+        for e in self.edges():
+            if e.retry is None and "wait" not in (self.kind(e.source), self.kind(e.target)):
+                g.add_edge(e.source, e.target)
+        try:
+            cycle = nx.find_cycle(g, source=None)
+        except nx.NetworkXNoCycle:
+            return None
+        return [u for u, _ in cycle] + [cycle[-1][1]]
+
+    def order(self) -> list[str]:
+        """Reachable steps, breadth first from the start, each once."""
+        if self.start not in self._g:
+            return []
+        seen = [self.start]
+        for _, v in nx.bfs_edges(self._g, self.start):
+            if v != END and v not in seen:
+                seen.append(v)
+        return seen
+
+    def to_dot(self) -> str:
+        lines = [f'digraph "{self.id}" {{', "  rankdir=TB;"]
+        for node, data in self._g.nodes(data=True):
+            shape = {"check": "diamond", "finding": "note", "end": "point",
+                     "action": "box", "wait": "hexagon", "manual": "parallelogram"}
+            lines.append(f'  "{node}" [label="{node}\\n({data.get("kind", "?")})", '
+                         f'shape={shape.get(data.get("kind", ""), "ellipse")}];')
+        for e in self.edges():
+            label = e.label + (f" (retry ≤{e.retry})" if e.retry else "")
+            lines.append(f'  "{e.source}" -> "{e.target}" [label="{label}"];')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def to_mermaid(self) -> str:
+        ids = {n: f"n{i}" for i, n in enumerate(self._g.nodes)}
+        lines = ["flowchart TD"]
+        for node, data in self._g.nodes(data=True):
+            text = f"{node} ({data.get('kind', '?')})".replace('"', "'")
+            lines.append(f'  {ids[node]}["{text}"]')
+        for e in self.edges():
+            label = e.label + (f" retry<={e.retry}" if e.retry else "")
+            lines.append(f"  {ids[e.source]} -->|{label}| {ids[e.target]}")
+        return "\n".join(lines) + "\n"
