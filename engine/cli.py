@@ -33,7 +33,8 @@ class _Group(TyperGroup):
     def main(self, *args: Any, **kwargs: Any) -> Any:
         standalone = kwargs.pop("standalone_mode", True)
         try:
-            rv = super().main(*args, standalone_mode=False, **kwargs)
+            kwargs["standalone_mode"] = False
+            rv = super().main(*args, **kwargs)
         except Exception as exc:
             # click's own exceptions (typer vendors click): they know how to show themselves
             if not standalone or not hasattr(exc, "show"):

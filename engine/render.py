@@ -106,9 +106,10 @@ def print_report(report: Report, console: Console, title: str) -> None:
         console.print(table)
     if report.aborted:
         console.print(f"[bold red]Stopped:[/] {escape(report.aborted)}")
-    n, u = len(report.findings), len(report.unknowns)
-    verdict = ("[green]nothing found[/]" if not n and not u else
-               f"[magenta]{n} finding(s)[/]" + (f", [yellow]{u} unknown(s)[/]" if u else ""))
+    n, n_unknown = len(report.findings), len(report.unknowns)
+    verdict = ("[green]nothing found[/]" if not n and not n_unknown else
+               f"[magenta]{n} finding(s)[/]"
+               + (f", [yellow]{n_unknown} unknown(s)[/]" if n_unknown else ""))
     console.print(f"{report.runbook} on {report.instrument or '-'} ({report.site}): {verdict}")
 
 
