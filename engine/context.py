@@ -54,3 +54,5 @@ class Context:
     timeout: float = 30.0
     resources: Resources = field(default_factory=Resources)
     vars: dict[str, Any] = field(default_factory=dict)
+    #: the instrument as templates see it: karabo broker and topic, devices, groups
+    instrument_info: dict[str, Any] = field(default_factory=dict)

@@ -257,7 +257,8 @@ class Walker:
         site = scope.ctx["site"]
         return Context(mode=self.mode, site=site["name"], transport=site.get("transport", {}),
                        instrument=self.instrument, timeout=timeout,
-                       resources=self._resources, vars=dict(scope.ctx.get("vars", {})))
+                       resources=self._resources, vars=dict(scope.ctx.get("vars", {})),
+                       instrument_info=scope.ctx.get("instrument") or {})
 
     async def _execute(self, entry: Entry, params: dict[str, Any], timeout: float,
                        context: Context) -> Result:

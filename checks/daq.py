@@ -1,0 +1,1 @@
+"""daq checks (being written)."""

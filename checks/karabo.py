@@ -1,0 +1,1 @@
+"""karabo checks (being written)."""

@@ -1,0 +1,1 @@
+"""ssh checks (being written)."""
