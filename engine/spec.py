@@ -22,7 +22,10 @@ END = "end"
 STEP_KINDS = ("check", "action", "wait", "manual", "finding", "call", "all", "foreach")
 
 StepId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
-Source = Annotated[str, Field(pattern=r"^\d+(\.\d+)*$", description="guideline section, e.g. 11.1")]
+Source = Annotated[str, Field(
+    pattern=r"^\d+(\.\d+)*(#\d+)?$",
+    description="guideline section (e.g. 11.1), or one of its bullets (11.1#2, the second)",
+)]
 
 
 class _Model(BaseModel):
