@@ -327,6 +327,26 @@ def run(runbook_id: Annotated[str | None, typer.Argument()] = None,
     raise typer.Exit(report.exit_code)
 
 
+@app.command()
+@_guard
+def coverage(sections: Annotated[str | None, typer.Option(
+                 help="Comma-separated section prefixes, e.g. 1,2,3,6,10,11")] = None,
+             fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
+             runbooks: PathsOpt = None) -> None:
+    """Which runbook step covers each actionable bullet of the guidelines."""
+    import json
+
+    from .coverage import coverage as measure
+    from .coverage import coverage_json, render_coverage
+    selected = [s.strip() for s in sections.split(",") if s.strip()] if sections else None
+    report = measure(_catalog(runbooks, strict=False), sections=selected)
+    if fmt == Fmt.json:
+        typer.echo(json.dumps(coverage_json(report), indent=2))
+    else:
+        render_coverage(report, _console())
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_FINDINGS)
+
+
 def _mount_optional() -> None:
     """Sub-commands that live in other packages (the twin, the calibration DB)."""
     import importlib

@@ -157,3 +157,12 @@ def test_markdown_output(tmp_path):
     assert result.exit_code == EXIT_FINDINGS
     assert result.output.startswith("# local-disk (diagnose)")
     assert "## Findings" in result.output
+
+
+def test_coverage_reports_items_and_exit_status():
+    result = invoke("coverage", "--sections", "10.2", "--format", "json")
+    data = json.loads(result.output)
+    ids = {item["id"]: item for item in data["items"]}
+    assert ids["10.2#1"]["covered_by"] == ["no-online-data:daq-state",
+                                           "no-online-data:daq-not-monitoring"]
+    assert result.exit_code == (EXIT_OK if data["ok"] else EXIT_FINDINGS)
