@@ -347,6 +347,14 @@ def coverage(sections: Annotated[str | None, typer.Option(
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FINDINGS)
 
 
+@app.command("dark", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def dark(ctx: typer.Context) -> None:
+    """Dark characterization of raw runs: constants into the DB, and a report (section 5)."""
+    from detectors.dark.cli import app as dark_app  # extra-data and h5py: only when asked
+    dark_app(ctx.args, prog_name="runbook dark")
+
+
 def _mount_optional() -> None:
     """Sub-commands that live in other packages (the twin, the calibration DB)."""
     import importlib

@@ -25,13 +25,16 @@ steps:
 """
 
 CASES = [
-    pytest.param(GOOD.replace("    source: \"10.2\"\n    check:", "    source: \"10.2\"\n    chek_timeout: 3\n    check:"),
+    pytest.param(GOOD.replace("    source: \"10.2\"\n    check:",
+                              "    source: \"10.2\"\n    chek_timeout: 3\n    check:"),
                  "demo.yaml:12:5: unknown key 'chek_timeout'", id="unknown-key"),
     pytest.param(GOOD.replace("fail: broken", "fail: brokn"),
                  "demo.yaml:14:19: step 'first' routes fail to unknown step 'brokn' "
                  "(did you mean 'broken'?)", id="unknown-step"),
-    pytest.param(GOOD.replace("{ok: end, fail: broken, unknown: end}", "{ok: end, fail: broken}"),
-                 "demo.yaml:14:5: missing required key 'unknown' in steps.first.on", id="unrouted-outcome"),
+    pytest.param(GOOD.replace("{ok: end, fail: broken, unknown: end}",
+                              "{ok: end, fail: broken}"),
+                 "demo.yaml:14:5: missing required key 'unknown' in steps.first.on",
+                 id="unrouted-outcome"),
     pytest.param(GOOD.replace("    finding: Broken\n",
                               "    check: local.command\n    with: {argv: [ls]}\n"
                               "    on: {ok: first, fail: end, unknown: end}\n"),

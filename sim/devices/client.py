@@ -1,0 +1,131 @@
+"""A Karabo client for the twin's own use (faults, tests): iKarabo's, on a chosen topic.
+
+Karabo's middlelayer binds a process to one broker and topic (read from the environment
+when the first connection opens).  ``ensure_client`` starts the synchronous iKarabo client
+once per process; ``run_actions`` applies property changes and slot calls in a short-lived
+subprocess (``python -m sim.devices.client``), so one process can act on any instrument.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+from engine.errors import RunbookError
+
+__all__ = ["ensure_client", "run_actions", "KaraboClientError"]
+
+_started: tuple[str, str] | None = None
+
+
+class KaraboClientError(RunbookError):
+    """A Karabo action of the twin failed (device missing, slot refused, timeout)."""
+
+
+def ensure_client(broker: str, topic: str) -> None:
+    """Start the iKarabo device client in this process (once; the topic cannot change)."""
+    global _started
+    if _started is not None:
+        if _started != (broker, topic):
+            raise KaraboClientError(
+                f"this process's Karabo client is bound to {_started[1]}; cannot switch to "
+                f"{topic} (Karabo reads the topic once per process)")
+        return
+    os.environ["KARABO_BROKER"] = broker
+    os.environ["KARABO_BROKER_TOPIC"] = topic
+    # A client needs a $KARABO with var/data; one shared folder, never one per call.
+    os.environ.setdefault("KARABO", os.path.join(tempfile.gettempdir(), "karabo-client"))
+    os.makedirs(os.path.join(os.environ["KARABO"], "var", "data"), exist_ok=True)
+    from karabo.middlelayer.ikarabo import start_device_client
+
+    _fix_start_device()
+    start_device_client()
+    _started = (broker, topic)
+
+
+def _fix_start_device() -> None:
+    """Karabo 3.1.2's ``EventLoop.start_device`` releases its lock in the coroutine's
+    ``finally`` and then reads ``task.result()``, which races with the task's completion
+    ("InvalidStateError: Result is not set", seen about one start in ten here).  Wait for
+    the coroutine's own result instead."""
+    import asyncio
+
+    from karabo.middlelayer.eventloop import EventLoop
+
+    def start_device(self: Any, device: Any) -> Any:
+        async def run_device() -> Any:
+            return await device.startInstance()
+
+        return asyncio.run_coroutine_threadsafe(run_device(), self).result()
+
+    EventLoop.start_device = start_device
+
+
+def run_actions(broker: str, topic: str, actions: Sequence[dict[str, Any]],
+                timeout: float = 60.0) -> list[Any]:
+    """Apply ``actions`` through Karabo in a subprocess; returns one result per action.
+
+    An action is ``{"device": id, "set": {key: value}}``, ``{"device": id, "call": slot}``
+    or ``{"device": id, "get": [keys]}``.
+    """
+    env = dict(os.environ, KARABO_BROKER=broker, KARABO_BROKER_TOPIC=topic)
+    try:
+        res = subprocess.run([sys.executable, "-m", "sim.devices.client"],
+                             input=json.dumps(list(actions)), capture_output=True,
+                             text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise KaraboClientError(f"Karabo actions timed out after {timeout:g} s") from exc
+    for line in res.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return list(json.loads(line[len("RESULT "):]))
+    raise KaraboClientError(f"Karabo actions failed: {res.stdout[-2000:]}"
+                            f"{res.stderr[-2000:]}")
+
+
+def _main() -> int:
+    actions = json.loads(sys.stdin.read())
+    ensure_client(os.environ["KARABO_BROKER"], os.environ["KARABO_BROKER_TOPIC"])
+    from karabo.middlelayer.cli import connectDevice, execute, setWait
+
+    results: list[Any] = []
+    for action in actions:
+        device = connectDevice(action["device"], timeout=10)
+        if "set" in action:
+            setWait(device, **{k: _karabo(v) for k, v in action["set"].items()})
+            results.append(True)
+        elif "call" in action:
+            execute(device, action["call"])
+            results.append(True)
+        elif "get" in action:
+            results.append({k: _jsonable(getattr(device, k)) for k in action["get"]})
+        else:
+            raise KaraboClientError(f"unknown action {action}")
+    print("RESULT " + json.dumps(results), flush=True)
+    os._exit(0)  # skip the client's slow, noisy shutdown
+
+
+def _karabo(value: Any) -> Any:
+    """Rows of a table travel as JSON objects; Karabo wants Hashes."""
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        from karabo.middlelayer import Hash
+
+        return [Hash(*[x for kv in row.items() for x in kv]) for row in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    raw = getattr(value, "value", value)
+    if hasattr(raw, "tolist"):
+        return raw.tolist()
+    if hasattr(raw, "value"):
+        return raw.value
+    return raw if isinstance(raw, (int, float, str, bool, list, type(None))) else str(raw)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

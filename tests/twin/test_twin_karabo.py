@@ -1,0 +1,216 @@
+"""The twin's Karabo side through the facility's interfaces: broker, karabo-check, the
+webserver's HTTP API, and the pipeline devices through the Karabo client (3.4, 10.2, 11)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sim.broker import Broker, free_port, port_open
+from sim.devices.client import ensure_client
+from sim.layout import instrument_layout
+
+pytestmark = pytest.mark.twin
+
+IDS = instrument_layout("SPB").devices
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+CHECK_LINE = re.compile(r"^(\S+): up \(pid \d+\) \d+ seconds, normally down, running$")
+
+
+@pytest.fixture(scope="module")
+def spb(twin):
+    ensure_client(str(twin.broker_url), twin.topics["SPB"])
+    return twin
+
+
+_PROXIES: dict[str, object] = {}
+
+
+def dev(role: str, index: int | None = None):
+    """A connected proxy, one per device for the session (Karabo refuses a second kind)."""
+    from karabo.middlelayer.cli import connectDevice
+
+    device_id = IDS[role] if index is None else IDS[role][index]
+    if device_id not in _PROXIES:
+        _PROXIES[device_id] = connectDevice(device_id, autodisconnect=None, timeout=10)
+    return _PROXIES[device_id]
+
+
+def wait(condition, timeout: float = 60.0) -> None:
+    from karabo.middlelayer.cli import waitUntil
+
+    waitUntil(condition, timeout=timeout)
+
+
+def restart_servers(timeout: float = 120.0):
+    from karabo.middlelayer import State
+
+    restart = dev("restart")
+    restart.restart()
+    wait(lambda: restart.state == State.ACTIVE, timeout)
+    assert restart.status == "All servers restarted!"
+
+
+def start_pipeline(timeout: float = 90.0):
+    from karabo.middlelayer import State
+
+    init = dev("init")
+    wait(lambda: init.state in (State.ON, State.ACTIVE, State.ERROR), 20)
+    init.start_pipeline()
+    wait(lambda: init.state in (State.ACTIVE, State.ERROR), timeout)
+    return init
+
+
+def stop_detector():
+    from karabo.middlelayer import State
+
+    det = dev("detector")
+    if det.state == State.ACQUIRING:
+        det.stop()
+    wait(lambda: det.state == State.ON, 10)
+    return det
+
+
+def karabo_check(karabo: Path) -> list[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(karabo.parent)}
+    out = subprocess.run(["bash", "-c", f"source {karabo}/activate; karabo-check"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    return [ANSI.sub("", line) for line in out.stdout.splitlines()]
+
+
+def test_broker_starts_on_loopback_and_stops_by_pid(tmp_path):
+    port = free_port()
+    broker = Broker.start(tmp_path, port=port)
+    pids = list(broker.pids)
+    try:
+        assert broker.url == f"amqp://guest:guest@127.0.0.1:{port}"
+        assert port_open("127.0.0.1", port)
+        assert all(Path(f"/proc/{p}").exists() for p in pids)
+    finally:
+        broker.stop()
+    assert not port_open("127.0.0.1", port)
+    assert not any(Path(f"/proc/{p}").exists() and "Z" not in
+                   Path(f"/proc/{p}/stat").read_text().split()[2] for p in pids)
+
+
+def test_karabo_check_prints_the_guidelines_lines(spb):
+    host = spb.hosts["spb-br-sys-cal-2"]
+    lines = karabo_check(host.root / "scratch" / "spbonc" / "karabo")
+    found = {m.group(1) for m in map(CHECK_LINE.match, lines) if m}
+    assert found == {"webserver", "mlspb_spb_cal_2"}, lines
+    run = (host.root / "scratch/spbonc/karabo/var/service/webserver/run").read_text()
+    assert "karabo-webserver serverId=webserver \\\n--port 8080 --filter" in run
+
+
+def test_webserver_api_restarts_a_server_and_refuses_filtered_ones(spb):
+    host = spb.hosts["spb-br-sys-cal-5"]
+    base = f"http://{host.address}:8080/api"
+    with httpx.Client(timeout=5, trust_env=False) as client:
+        listing = client.get(f"{base}/servers.json").json()
+        servers = {s["name"]: s for s in listing["servers"]}
+        assert set(servers) == {"webserver", "mlspb_spb_cal_5"}
+        assert servers["mlspb_spb_cal_5"]["control_allowed"] is True
+        refused = client.put(f"{base}/servers/webserver.json",
+                             json={"server": {"command": "kill"}}).json()
+        assert refused["success"] is False
+        since = servers["mlspb_spb_cal_5"]["since"]
+        done = client.put(f"{base}/servers/mlspb_spb_cal_5.json",
+                          json={"server": {"command": "kill"}}).json()
+        assert done["success"] is True
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            one = client.get(f"{base}/servers/mlspb_spb_cal_5.json").json()
+            if one["servers"][0]["since"] != since and one["status_ok"]:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the killed server did not come back up")
+        other = spb.hosts["spb-br-sys-cal-6"]
+        names = {s["name"] for s in client.get(
+            f"http://{other.address}:8080/api/servers.json").json()["servers"]}
+        assert "mlspb_spb_cal_6" in names and "mlspb_spb_cal_5" not in names
+
+
+def test_restart_then_start_pipeline_loads_constants_3_4(spb):
+    from karabo.middlelayer import State
+
+    stop_detector()
+    restart_servers()
+    manager = dev("cal_manager")
+    assert manager.outputEveryNthTrain == 50
+    init = start_pipeline()
+    assert init.state == State.ACTIVE, init.status
+    corr = dev("corrections", 7)
+    assert corr.state == State.ACTIVE
+    assert re.match(r"\d{4}-\d\d-\d\dT", str(corr.offsetDate))
+    assert corr.gpuMemoryFree == 0  # 11.7: nothing free shown until data arrives
+
+
+def test_data_reaches_appenders_and_gpu_memory_updates_10_2(spb):
+    from karabo.middlelayer import State
+
+    det = dev("detector")
+    det.start()
+    splitter, corr = dev("splitters", 3), dev("corrections", 3)
+    raw = dev("raw_appender")
+    wait(lambda: raw.updateRate > 0 and corr.gpuMemoryFree > 0, 30)
+    assert splitter.inputRate == pytest.approx(10.0 / 50)  # every 50th train after restart
+    assert raw.modulesReceived == 16
+    manager = dev("cal_manager")
+    manager.outputEveryNthTrain = 10
+    manager.pulseFilter = "range(128)"
+    gain, corrected = dev("gain_adjusts", 3), dev("corrected_appender")
+    wait(lambda: gain.state == State.ACTIVE and corrected.updateRate > 0, 60)
+    assert corrected.modulesReceived == 16
+    assert 1000 < corrected.latency < 2500
+    stop_detector()
+
+
+def test_data_pushed_during_restart_makes_init_time_out_11_2(spb):
+    from karabo.middlelayer import State
+
+    det = dev("detector")
+    det.start()
+    try:
+        restart_servers()
+        splitter = dev("splitters", 0)
+        wait(lambda: splitter.state == State.ERROR, 30)
+        manager = dev("cal_manager")
+        manager.initTimeout = 5
+        init = start_pipeline()
+        assert init.state == State.ERROR
+        assert "timed out initializing devices" in str(init.status)
+    finally:
+        stop_detector()
+    restart_servers()
+    assert start_pipeline().state == State.ACTIVE
+
+
+def test_recording_writes_raw_files_that_extra_data_opens_10_1(spb):
+    from extra_data import RunDirectory
+    from karabo.middlelayer import State
+
+    det, daq = dev("detector"), dev("run_controller")
+    det.start()
+    try:
+        agg = dev("aggregators", 0)
+        wait(lambda: agg.outputRate > 0, 30)
+        daq.record()
+        wait(lambda: daq.state == State.ACQUIRING, 10)
+        time.sleep(3)  # record a few trains
+        daq.monitor()
+        wait(lambda: daq.state == State.MONITORING and str(daq.lastRunPath) != "", 120)
+    finally:
+        stop_detector()
+    run_dir = Path(str(daq.lastRunPath))
+    assert run_dir.name == f"r{int(daq.runNumber):04d}"
+    files = sorted(p.name for p in run_dir.glob("RAW-*-AGIPD*.h5"))
+    assert len(files) == 16 and files[0].startswith(f"RAW-R{int(daq.runNumber):04d}-AGIPD00-S")
+    run = RunDirectory(run_dir)
+    assert len(run.train_ids) > 0
