@@ -115,10 +115,10 @@ def test_call_checks_target_and_param_types(write_runbook, load):
 
 def test_draft_reports_unknown_names_as_warnings(write_runbook, load):
     draft = GOOD.replace("kind: diagnosis", "kind: diagnosis\nstatus: draft").replace(
-        "check: local.command", "check: karabo.device_state")
+        "check: local.command", "check: future.device_state")
     catalog = load(write_runbook("demo.yaml", draft).parent)
     assert catalog.problems == []
-    assert any("unknown check 'karabo.device_state'" in w and "draft" in w
+    assert any("unknown check 'future.device_state'" in w and "draft" in w
                for w in catalog.warnings)
 
 

@@ -44,6 +44,11 @@ def ensure_client(broker: str, topic: str) -> None:
     from karabo.middlelayer.ikarabo import start_device_client
 
     _fix_start_device()
+    import asyncio
+    try:  # after an asyncio.run() in this thread there is no loop, and Karabo asks for one
+        asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
     start_device_client()
     _started = (broker, topic)
 
