@@ -6,10 +6,11 @@ the shell is the transport's job (shlex.quote per argument), never the author's.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import RunbookError
@@ -24,6 +25,17 @@ class TemplateProblem(RunbookError):
     pass
 
 
+@functools.lru_cache(maxsize=4096)
+def _template(text: str) -> Template:
+    """Compiling costs far more than rendering; a fan-out renders the same text per host."""
+    return _env.from_string(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _expression(text: str) -> Any:
+    return _env.compile_expression(text, undefined_to_none=False)
+
+
 def has_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
@@ -33,7 +45,7 @@ def render(text: str, context: Mapping[str, Any], where: str = "") -> str:
     if not has_template(text):
         return text
     try:
-        return _env.from_string(text).render(context)
+        return _template(text).render(context)
     except UndefinedError as exc:
         raise TemplateProblem(f"{where}: unresolved variable: {exc.message}") from exc
     except TemplateError as exc:
@@ -47,7 +59,7 @@ def render_value(value: Any, context: Mapping[str, Any], where: str = "") -> Any
         if (stripped.startswith("{{") and stripped.endswith("}}")
                 and stripped.count("{{") == 1):
             try:
-                expr = _env.compile_expression(stripped[2:-2].strip(), undefined_to_none=False)
+                expr = _expression(stripped[2:-2].strip())
                 result = expr(**context)
                 if isinstance(result, StrictUndefined):
                     str(result)  # raises UndefinedError naming the variable
