@@ -4,7 +4,6 @@ with real processes before any facility transport is involved."""
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import subprocess
 import time
@@ -16,22 +15,20 @@ from engine.context import Context
 from engine.registry import action, check
 from engine.result import Result
 
+from ._expect import OutputExpectation
+
 __all__ = ["LocalCommand", "LocalFile", "local_command", "local_file", "local_run"]
 
 _TAIL = 2000
 
 
-class LocalCommand(BaseModel):
+class LocalCommand(OutputExpectation):
     """A command as an argument list (never a shell string), and what its result must be."""
 
     model_config = ConfigDict(extra="forbid")
 
     argv: list[str] = Field(min_length=1)
     timeout: float = Field(default=30.0, gt=0)
-    exit: int | None = 0
-    stdout_contains: str | None = None
-    stdout_matches: str | None = None
-    stdout_lacks: str | None = None
     cwd: str | None = None
 
 
@@ -47,15 +44,7 @@ def _run(p: LocalCommand) -> Result:
     out = proc.stdout
     evidence = f"$ {shown}\n{out[-_TAIL:]}{proc.stderr[-_TAIL:]}".rstrip()
     observed = {"exit": proc.returncode, "stdout": out[-_TAIL:]}
-    problems = []
-    if p.exit is not None and proc.returncode != p.exit:
-        problems.append(f"exit status {proc.returncode}, expected {p.exit}")
-    if p.stdout_contains is not None and p.stdout_contains not in out:
-        problems.append(f"output lacks {p.stdout_contains!r}")
-    if p.stdout_matches is not None and not re.search(p.stdout_matches, out, re.MULTILINE):
-        problems.append(f"output does not match {p.stdout_matches!r}")
-    if p.stdout_lacks is not None and p.stdout_lacks in out:
-        problems.append(f"output contains {p.stdout_lacks!r}")
+    problems = p.problems(proc.returncode, out)
     if problems:
         return Result(outcome="fail", evidence=evidence, observed=observed,
                       reason="; ".join(problems))

@@ -21,6 +21,7 @@ from engine.context import Context
 from engine.registry import check
 from engine.result import Result
 
+from ._expect import OutputExpectation
 from ._karabo_check import filter_covers, match_servers, parse_karabo_check, parse_run_file
 
 if TYPE_CHECKING:
@@ -82,15 +83,11 @@ def _verdict(p: _Target, problems: list[str], evidence: str, **observed: object)
 
 # ---- ssh.command --------------------------------------------------------------------------
 
-class SshCommand(_Target):
+class SshCommand(_Target, OutputExpectation):
     """A command as an argument list, and what its exit status and output must be."""
 
     argv: list[str] = Field(min_length=1)
     cwd: str | None = None
-    exit: int | None = 0
-    stdout_contains: str | None = None
-    stdout_matches: str | None = None
-    stdout_lacks: str | None = None
 
 
 @check("ssh.command")
@@ -102,15 +99,7 @@ def ssh_command(p: SshCommand, ctx: Context) -> Result:
     if isinstance(got, Result):
         return got
     out = got.stdout
-    problems = []
-    if p.exit is not None and got.exit != p.exit:
-        problems.append(f"exit status {got.exit}, expected {p.exit}")
-    if p.stdout_contains is not None and p.stdout_contains not in out:
-        problems.append(f"output lacks {p.stdout_contains!r}")
-    if p.stdout_matches is not None and not re.search(p.stdout_matches, out, re.MULTILINE):
-        problems.append(f"output does not match {p.stdout_matches!r}")
-    if p.stdout_lacks is not None and p.stdout_lacks in out:
-        problems.append(f"output contains {p.stdout_lacks!r}")
+    problems = p.problems(got.exit, out)
     return _verdict(p, problems, _shown(p, command, out, got.stderr), exit=got.exit,
                     stdout=out[-_TAIL:], connection=got.connection)
 
