@@ -184,6 +184,8 @@ class Scenario(_F):
     """A scenario file; get one with ``load_scenario``."""
     instrument: Literal["SPB", "MID", "FXE", "SCS"]
     description: str = ""
+    online: bool = Field(default=False, description="first bring the instrument online "
+                         "(sim.operate: pipeline ACTIVE, detector sending)")
     faults: list[Fault] = Field(default_factory=list)
 
 

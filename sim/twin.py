@@ -293,6 +293,10 @@ def _apply_scenario(twin: Twin, scenario: Path) -> None:
     if loaded.instrument not in twin.instruments:
         raise TwinError(f"{scenario}: instrument {loaded.instrument} is not running in this "
                         f"twin (running: {', '.join(twin.instruments)})")
+    if loaded.online:
+        from sim.operate import online
+
+        online(twin, loaded.instrument)
     for fault in loaded.faults:
         apply_fault(twin, fault, loaded.instrument)
         twin.faults.append({"file": str(scenario), "instrument": loaded.instrument,

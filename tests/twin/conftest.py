@@ -5,6 +5,9 @@ present), in a folder under pytest's tmp, with a unique topic prefix, and
 RUNBOOK_SIM_DIR / RUNBOOK_INVENTORY_PATH / RUNBOOK_TWIN_HOSTS pointing at it.
 `twin_factory`: fresh twins for tests that change what they get (faults, down); each is
 stopped at the end of its test.
+`spb`: the session twin with the iKarabo client of this process connected to SPB.
+`running`: SPB online (pipeline ACTIVE, detector sending, every module flowing); a test
+that breaks it heals it again (`_kit.flowing`, or a restart).
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from sim import twin as twinmod
+from sim.devices.client import ensure_client
+from sim.operate import online
 from sim.twin import Twin
+from tests.twin._kit import USED, dev
 
 TwinFactory = Callable[..., Twin]
 
@@ -62,3 +68,25 @@ def twin_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tw
     finally:
         for started in reversed(made):
             _stop(started)
+
+
+@pytest.fixture(scope="session")
+def spb(twin: Twin) -> Twin:
+    ensure_client(str(twin.broker_url), twin.topics["SPB"])
+    # Proxies are made here, outside waitUntil conditions (which cannot connect).
+    for role in ("detector", "run_controller", "cal_manager", "init", "restart",
+                 "raw_appender", "corrected_appender", "gui_server"):
+        dev(role)
+    for role, indices in USED.items():
+        for i in indices:
+            dev(role, i)
+    return twin
+
+
+@pytest.fixture
+def running(spb: Twin) -> Twin:
+    corrected = dev("corrected_appender")
+    if not (str(dev("cal_manager").state) == "ACTIVE" and corrected.updateRate > 0
+            and corrected.modulesReceived == 16):
+        online(spb, "SPB")
+    return spb

@@ -1,0 +1,1 @@
+"""Checks for the access runbooks (see the runbooks that name them)."""

@@ -1,0 +1,1 @@
+"""Checks for the constants runbooks (see the runbooks that name them)."""

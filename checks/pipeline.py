@@ -1,0 +1,1 @@
+"""Checks for the pipeline runbooks (see the runbooks that name them)."""

@@ -1,0 +1,1 @@
+"""Checks for the restart runbooks (see the runbooks that name them)."""

@@ -1,0 +1,192 @@
+"""What the twin's fault tests share: device proxies, waits, the restart and start-pipeline
+sequences of section 3, and `diagnose`, which runs the CLI as an operator would.
+
+The iKarabo client lives in the pytest process (one topic per process); `diagnose` runs
+`runbook` in a subprocess, which has its own client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim.devices.client import run_actions  # noqa: F401  (for the tests)
+from sim.faults import apply_fault, heal
+from sim.layout import instrument_layout
+from sim.scenario import parse_fault
+
+IDS = instrument_layout("SPB").devices
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PROXIES: dict[str, object] = {}
+
+
+USED = {"splitters": [2, 4, 5], "aggregators": [0, 4, 5, 9],
+        "corrections": [1, 2, 4, 8, 10, 12]}
+
+
+def inject(twin, **fault) -> None:
+    apply_fault(twin, parse_fault(fault), "SPB")
+
+
+def dev(role: str, index: int | None = None):
+    from karabo.middlelayer.cli import connectDevice
+
+    device_id = IDS[role] if index is None else IDS[role][index]
+    if device_id not in _PROXIES:
+        _PROXIES[device_id] = connectDevice(device_id, autodisconnect=None, timeout=10)
+    return _PROXIES[device_id]
+
+
+def wait(condition, timeout: float = 60.0) -> None:
+    from karabo.middlelayer.cli import waitUntil
+
+    waitUntil(condition, timeout=timeout)
+
+
+def holds_for(condition, seconds: float) -> bool:
+    """True if ``condition`` stays true for ``seconds`` (a stall, not a slow step)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not condition():
+            return False
+        time.sleep(0.25)
+    return True
+
+
+def restart_servers(timeout: float = 120.0) -> None:
+    from karabo.middlelayer import State
+
+    restart = dev("restart")
+    wait(lambda: restart.state != State.CHANGING, timeout)
+    restart.restart()
+    wait(lambda: restart.state == State.ACTIVE, timeout)
+    assert restart.status == "All servers restarted!"
+
+
+def start_pipeline(init_timeout: float = 30.0, wait_s: float = 90.0):
+    from karabo.middlelayer import State
+
+    dev("cal_manager").initTimeout = init_timeout
+    init = dev("init")
+    wait(lambda: init.state in (State.ON, State.ACTIVE, State.ERROR), 20)
+    init.start_pipeline()
+    wait(lambda: init.state in (State.ACTIVE, State.ERROR), wait_s)
+    return init
+
+
+def heal_and_restart(twin) -> None:
+    heal(twin, "SPB")
+    restart_servers()
+
+
+def karabo_check(karabo: Path) -> list[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(karabo.parent)}
+    out = subprocess.run(["bash", "-c", f"source {karabo}/activate; karabo-check"],
+                         capture_output=True, text=True, env=env, timeout=30)
+    return [ANSI.sub("", line) for line in out.stdout.splitlines()]
+
+
+def spbonc(twin, host: str) -> Path:
+    return twin.hosts[host].root / "scratch" / "spbonc" / "karabo"
+
+
+
+def flowing(twin=None) -> None:
+    """Heal (when given the twin), send again, and wait until every module flows."""
+    if twin is not None:
+        heal(twin, "SPB")
+        if str(dev("detector").state) != "ACQUIRING":
+            dev("detector").start()
+    raw, corrected = dev("raw_appender"), dev("corrected_appender")
+    wait(lambda: raw.updateRate > 0 and raw.modulesReceived == 16
+         and corrected.modulesReceived == 16, 60)
+
+
+def stalls_at(expected: str) -> None:
+    from karabo.middlelayer import State
+
+    restart = dev("restart")
+    stop_detector()
+    wait(lambda: restart.state != State.CHANGING, 120)
+    restart.restart()
+    wait(lambda: str(restart.status) == expected, 60)
+    assert holds_for(lambda: restart.state == State.CHANGING
+                     and str(restart.status) == expected, 6.0)
+
+
+def stop_detector() -> None:
+    det = dev("detector")
+    if str(det.state) == "ACQUIRING":
+        det.stop()
+    wait(lambda: str(det.state) == "ON", 10)
+
+
+def finishes() -> None:
+    from karabo.middlelayer import State
+
+    restart = dev("restart")
+    wait(lambda: restart.state == State.ACTIVE, 120)
+    assert restart.status == "All servers restarted!"
+
+
+def stuck_loading(corr) -> bool:
+    return str(corr.state) == "CHANGING" and str(corr.offsetDate) == ""
+
+
+def log_of(twin, host_index: int) -> str:
+    path = spbonc(twin, f"spb-br-sys-cal-{host_index}")
+    return (path / f"var/log/mlspb_spb_cal_{host_index}/current").read_text(errors="replace")
+
+
+@dataclass
+class Diagnosis:
+    """The JSON report of `runbook diagnose`, with the exit code."""
+    code: int
+    report: dict[str, Any]
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        return list(self.report["steps"])
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        return [s for s in self.steps if s["kind"] == "finding"]
+
+    @property
+    def unknowns(self) -> list[dict[str, Any]]:
+        return [s for s in self.steps if s["outcome"] == "unknown"]
+
+    def finding(self, step_id: str) -> dict[str, Any]:
+        """The finding of that step; fails the test, showing every finding, if absent."""
+        for step in self.findings:
+            if step["id"] == step_id:
+                return step
+        raise AssertionError(f"no finding {step_id!r}; findings: "
+                             f"{[(s['id'], s['subject']) for s in self.findings]}")
+
+    def step(self, step_id: str) -> dict[str, Any]:
+        for step in self.steps:
+            if step["id"] == step_id:
+                return step
+        raise AssertionError(f"step {step_id!r} did not run; ran: "
+                             f"{[s['id'] for s in self.steps]}")
+
+
+def diagnose(tree: str, instrument: str = "SPB", *params: str,
+             timeout: float = 300.0) -> Diagnosis:
+    """`runbook diagnose <tree> --site sim --instrument X --format json [-p k=v ...]`."""
+    argv = [str(Path(sys.executable).parent / "runbook"), "diagnose", tree, "--site", "sim",
+            "--instrument", instrument, "--format", "json"]
+    for p in params:
+        argv += ["-p", p]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                         env=dict(os.environ))
+    assert res.returncode in (0, 1, 2), (res.returncode, res.stdout[-3000:], res.stderr[-3000:])
+    return Diagnosis(res.returncode, json.loads(res.stdout))
