@@ -15,15 +15,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.context import Context
-from engine.registry import action, check, guard_mutation
+from engine.registry import check
 from engine.result import Result
+
+from ._compare import expectation_problems, numeric, same
 
 __all__ = [
     "DeviceState", "PropertyCheck", "PropertiesTable", "DevicesOnline", "Rates",
-    "ConstantDates", "CallSlot", "SetProperty", "WaitState",
-    "numeric", "same", "expectation_problems",
+    "ConstantDates", "numeric", "same", "expectation_problems",
     "device_state", "device_property", "properties_table", "devices_online", "rates",
-    "constant_dates", "call_slot", "set_property", "wait_state",
+    "constant_dates",
 ]
 
 
@@ -37,62 +38,6 @@ def _timeout(ctx: Context) -> float:
     from ._karabo import call_timeout
 
     return call_timeout(ctx)
-
-
-def numeric(value: Any) -> float | None:
-    """A number, from a number or a numeric string (table cells are strings); else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def same(value: Any, want: Any) -> bool:
-    """Equality as an operator means it: 352 == "352", True == "true", "a " == "a"."""
-    if isinstance(want, bool) or isinstance(value, bool):
-        return str(value).strip().lower() == str(want).strip().lower()
-    a, b = numeric(value), numeric(want)
-    if a is not None and b is not None:
-        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
-    if isinstance(value, list) or isinstance(want, list):
-        return value == want
-    return str(value).strip() == str(want).strip()
-
-
-def expectation_problems(value: Any, *, equals: Any = None, in_: list[Any] | None = None,
-                         at_least: float | None = None, at_most: float | None = None,
-                         not_empty: bool | None = None, matches: str | None = None
-                         ) -> list[str]:
-    """What is wrong with ``value``; ValueError when a bound meets a non-number."""
-    problems = []
-    if equals is not None and not same(value, equals):
-        problems.append(f"expected {equals!r}")
-    if in_ is not None and not any(same(value, w) for w in in_):
-        problems.append(f"expected one of {in_!r}")
-    if at_least is not None or at_most is not None:
-        number = numeric(value)
-        if number is None:
-            raise ValueError("not a number, so it cannot be compared with a bound")
-        if at_least is not None and number < at_least:
-            problems.append(f"expected at least {at_least:g}")
-        if at_most is not None and number > at_most:
-            problems.append(f"expected at most {at_most:g}")
-    if not_empty is not None:
-        empty = value is None or (isinstance(value, str | list | dict) and not
-                                  (value.strip() if isinstance(value, str) else value))
-        if not_empty and empty:
-            problems.append("expected a value, it is empty")
-        if not not_empty and not empty:
-            problems.append("expected it to be empty")
-    if matches is not None and not re.search(matches, str(value)):
-        problems.append(f"does not match {matches!r}")
-    return problems
 
 
 class _Model(BaseModel):
@@ -374,84 +319,3 @@ def constant_dates(p: ConstantDates, ctx: Context) -> Result:
 
 EMPTY = "(empty)"
 
-
-# ---- actions --------------------------------------------------------------------------------
-
-class CallSlot(_Model):
-    device: str = Field(min_length=1)
-    slot: str = Field(min_length=1)
-    args: list[Any] = Field(default_factory=list)
-
-
-@action("karabo.call")
-def call_slot(p: CallSlot, ctx: Context) -> Result:
-    """Call a slot (``d.restart()``); a slot refused by the device is a failed action."""
-    from ._karabo import KaraboRemoteError
-
-    client = _client(ctx)
-    guard_mutation(f"call {p.slot} on {p.device}")
-    try:
-        reply = client.call(p.device, p.slot, p.args, _timeout(ctx))
-    except KaraboRemoteError as exc:
-        return Result.fail(f"{p.device}.{p.slot}() refused: {exc}", error=str(exc))
-    return Result.ok(f"called {p.device}.{p.slot}()", reply=reply)
-
-
-class SetProperty(_Model):
-    device: str = Field(min_length=1)
-    property: str = Field(min_length=1)
-    value: Any
-
-
-@action("karabo.set")
-def set_property(p: SetProperty, ctx: Context) -> Result:
-    """Set a property and read it back."""
-    from ._karabo import KaraboRemoteError
-
-    client, timeout = _client(ctx), _timeout(ctx)
-    guard_mutation(f"set {p.device}.{p.property}")
-    try:
-        client.set(p.device, {p.property: p.value}, timeout)
-    except KaraboRemoteError as exc:
-        return Result.fail(f"setting {p.device}.{p.property} refused: {exc}", error=str(exc))
-    now = client.get(p.device, [p.property], timeout).get(p.property)
-    if not same(now, p.value):
-        return Result.fail(f"{p.device}.{p.property} is {now!r} after setting {p.value!r}",
-                           value=now)
-    return Result.ok(f"{p.device}.{p.property} = {now!r}", value=now)
-
-
-class WaitState(_Model):
-    device: str = Field(min_length=1)
-    states: list[str] = Field(min_length=1)
-    timeout: float = Field(default=60.0, gt=0, le=3600)
-    interval: float = Field(default=1.0, gt=0, le=60)
-
-
-@action("karabo.wait_state")
-def wait_state(p: WaitState, ctx: Context) -> Result:
-    """Poll until the device reaches one of ``states``; a device that is away for a while
-    (its server restarting) is polled again until the deadline."""
-    from engine.errors import TransportError
-
-    from ._karabo import KaraboUnreachable
-
-    start = time.monotonic()
-    deadline = start + min(p.timeout, ctx.timeout)
-    last, seen = "never answered", None
-    for _attempt in range(1_000_000):
-        try:
-            seen = str(_state(p.device, ctx).get("state"))
-            last = f"{p.device} is {seen}"
-            if seen in p.states:
-                return Result.ok(f"{last} after {time.monotonic() - start:.1f} s", state=seen)
-        except KaraboUnreachable:
-            raise
-        except TransportError as exc:
-            last = str(exc)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        time.sleep(min(p.interval, left))
-    return Result.fail(f"{last}; expected {' or '.join(p.states)} within "
-                       f"{min(p.timeout, ctx.timeout):g} s", state=seen)

@@ -263,11 +263,12 @@ def test_unresolved_inventory_name_names_runbook_step_and_variable(
     assert "nothing_here" in message
 
 
-def test_a_draft_cannot_be_walked(registry, local_site):
-    from engine.loader import default_paths, load_catalog
-    catalog = load_catalog(default_paths(), registry)
+def test_a_draft_cannot_be_walked(write_runbook, load, registry, local_site):
+    text = ROUTE.replace('source: "10.2"\nparams:', 'source: "10.2"\nstatus: draft\nparams:', 1)
+    catalog = load(write_runbook("route.yaml", text).parent)
     with pytest.raises(RunbookError, match="is a draft"):
-        walker(catalog, registry, local_site).walk("no-online-data", {"instrument": "LAB"})
+        walker(catalog, registry, local_site).walk("route", {"instrument": "LAB",
+                                                             "outcome": "ok"})
 
 
 def test_retry_edges_are_bounded(write_runbook, load, registry, local_site):
