@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from checks import karabo as kc
+from checks import karabo_actions
 from checks._karabo import KaraboClient
 from engine.context import Context, Resources
 from engine.errors import TransportError
@@ -343,6 +344,7 @@ def test_wrong_topic_sees_no_devices(mini: MiniTwin) -> None:
 def _registered() -> Registry:
     reg = Registry()
     reg.register_module(kc)
+    reg.register_module(karabo_actions)
     return reg
 
 
