@@ -47,6 +47,9 @@ class Param(_Model):
     required: bool = True
     default: Any = None
     description: str = ""
+    minimum: float | None = None      # int and float params: bounds, checked before a walk
+    maximum: float | None = None
+    choices: list[Any] | None = None
 
 
 class _Step(_Model):

@@ -48,7 +48,7 @@ def render(text: str, context: Mapping[str, Any], where: str = "") -> str:
         return _template(text).render(context)
     except UndefinedError as exc:
         raise TemplateProblem(f"{where}: unresolved variable: {exc.message}") from exc
-    except TemplateError as exc:
+    except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
         raise TemplateProblem(f"{where}: template error in {text!r}: {exc}") from exc
 
 
@@ -65,7 +65,7 @@ def render_value(value: Any, context: Mapping[str, Any], where: str = "") -> Any
                     str(result)  # raises UndefinedError naming the variable
             except UndefinedError as exc:
                 raise TemplateProblem(f"{where}: unresolved variable: {exc.message}") from exc
-            except TemplateError as exc:
+            except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
                 raise TemplateProblem(f"{where}: template error in {value!r}: {exc}") from exc
             return result
         return render(value, context, where)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import time
@@ -92,9 +93,23 @@ def resolve_params(lr: LoadedRunbook, given: dict[str, Any]) -> dict[str, Any]:
         except ValueError:
             problems.append(f"parameter '{name}' of '{lr.runbook.id}' is {param.type}, "
                             f"got {value!r}")
+            continue
+        problems += _bounds_problems(lr.runbook.id, name, param, out[name])
     if problems:
         raise ValidationError(problems)
     return out
+
+
+def _bounds_problems(runbook: str, name: str, param: Any, value: Any) -> list[str]:
+    what = f"parameter '{name}' of '{runbook}'"
+    if param.choices is not None and value not in param.choices:
+        return [f"{what} must be one of {param.choices}, got {value!r}"]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if param.minimum is not None and value < param.minimum:
+            return [f"{what} must be at least {param.minimum:g}, got {value!r}"]
+        if param.maximum is not None and value > param.maximum:
+            return [f"{what} must be at most {param.maximum:g}, got {value!r}"]
+    return []
 
 
 def _coerce(value: Any, kind: str) -> Any:
@@ -162,15 +177,56 @@ class Walker:
         scope = _Scope(lr, {**base, "params": resolved}, runbook_id,
                        seen=set() if self.mode == "plan" else None)
         token = mutations_allowed().set(self.mode == "run")
+        hinting = None
         try:
+            if self.mode != "plan" or self.probe:
+                # Connections open while the first checks run (see `_prefetch`).
+                hinting = asyncio.get_running_loop().run_in_executor(
+                    self._pool, self._prefetch, scope)
             await self._chain(scope, lr.runbook.start)
         except _Abort as exc:
             self.report.aborted = str(exc)
         finally:
+            if hinting is not None:
+                await asyncio.wait([hinting])
             mutations_allowed().reset(token)
             await asyncio.get_running_loop().run_in_executor(self._pool, self._resources.close)
             self._pool.shutdown(wait=False, cancel_futures=True)
         return self.report
+
+    def _prefetch(self, scope: _Scope) -> None:
+        """Hand the targets that the runbook's check steps name to the checks whose parameter
+        model has a `prefetch(models, ctx)` classmethod (the SSH checks start opening their
+        connections), each `foreach` over every item.  A hint only, run beside the walk: a
+        step whose parameters cannot be resolved at the start is left out, and any problem
+        is reported by the step itself when the walk gets there."""
+        steps = scope.lr.runbook.steps
+        hints: dict[str, tuple[Callable[..., None], list[Any]]] = {}
+
+        def hint(at: _Scope, step_id: str) -> None:
+            step = steps.get(step_id)
+            if isinstance(step, CheckStep):
+                model = self.registry.get(step.check).model
+                hook = getattr(model, "prefetch", None)
+                if callable(hook):
+                    with contextlib.suppress(RunbookError, PydanticError, ValueError):
+                        hints.setdefault(step.check, (hook, []))[1].append(
+                            model.model_validate(self._resolve(at, step_id, step.with_)))
+
+        for step_id, step in steps.items():
+            if not isinstance(step, ForeachStep):
+                hint(scope, step_id)
+                continue
+            do = steps.get(step.do)
+            with contextlib.suppress(RunbookError, ValueError):
+                for item in self._items(scope, step_id, step):
+                    at = scope.child(scope.branch, **{step.as_: item["value"], "vars": {
+                        **scope.ctx.get("vars", {}), **item.get("vars", {})}})
+                    for child in (do.all if isinstance(do, AllStep) else [step.do]):
+                        hint(at, child)
+        for hook, models in hints.values():
+            with contextlib.suppress(RunbookError):
+                hook(models, self._context(scope, 30.0))
 
     # -- routing ---------------------------------------------------------------------
 

@@ -114,3 +114,37 @@ def inject(
     except RunbookError as exc:
         raise _fail(exc) from exc
     typer.echo(f"injected {scenario}")
+
+
+@app.command()
+def snapshot(
+    dir: DirOption = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write the snapshot here.")] = None,
+    against: Annotated[Path | None, typer.Option(
+        help="An earlier snapshot: print what changed since, exit 1 if anything did.")] = None,
+) -> None:
+    """The twin's observable state: devices (writable properties, state, status),
+    daemontools services (pids, up since) and run files; or what changed since one."""
+    from engine.errors import RunbookError
+    from sim import snapshot as snapmod
+    from sim import twin as twinmod
+
+    try:
+        now = snapmod.take(twinmod.load(dir or twinmod.default_dir()))
+        before = snapmod.Snapshot.from_json(against.read_text()) if against else None
+    except (RunbookError, OSError, ValueError, KeyError) as exc:
+        raise _fail(exc) from exc
+    if output is not None:
+        output.write_text(now.to_json())
+    if before is None:
+        if output is None:
+            typer.echo(now.to_json(), nl=False)
+        return
+    changes = snapmod.diff(before, now)
+    for line in changes:
+        typer.echo(line)
+    typer.echo(f"{len(changes)} change(s) since {against}" if changes
+               else f"nothing changed since {against}")
+    if changes:
+        raise typer.Exit(1)

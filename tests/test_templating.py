@@ -20,3 +20,12 @@ def test_undefined_names_are_errors_that_say_where(text):
 def test_the_sandbox_refuses_unsafe_access():
     with pytest.raises(TemplateProblem):
         render_value("{{ ''.__class__.__mro__ }}", {})
+
+
+def test_a_filter_that_raises_is_a_template_problem_not_a_traceback():
+    from engine.templating import TemplateProblem, render, render_value
+
+    with pytest.raises(TemplateProblem, match="step x: template error"):
+        render("{{ params.parts | join(',') }}", {"params": {"parts": None}}, "step x")
+    with pytest.raises(TemplateProblem, match="step y: template error"):
+        render_value(["{{ 1 // params.n }}"], {"params": {"n": 0}}, "step y")

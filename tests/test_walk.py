@@ -281,3 +281,18 @@ def test_retry_edges_are_bounded(write_runbook, load, registry, local_site):
         "route", {"instrument": "LAB", "outcome": "fail"})
     assert sum(s.id == "probe" and s.kind == "check" for s in report.steps) == 4
     assert report.steps[-1].outcome == "exhausted"
+
+
+def test_params_outside_their_bounds_or_choices_are_refused(write_runbook, load, registry,
+                                                            local_site):
+    text = ROUTE.replace("  outcome: {type: str}",
+                         "  outcome: {type: str, choices: [ok, fail]}\n"
+                         "  n: {type: int, minimum: 0, maximum: 15, default: 3}")
+    catalog = load(write_runbook("route.yaml", text).parent)
+    assert catalog.problems == []
+    walk = walker(catalog, registry, local_site)
+    with pytest.raises(RunbookError, match=r"must be one of \['ok', 'fail'\], got 'maybe'"):
+        walk.walk("route", {"instrument": "LAB", "outcome": "maybe"})
+    with pytest.raises(RunbookError, match="must be at most 15, got 16"):
+        walk.walk("route", {"instrument": "LAB", "outcome": "ok", "n": "16"})
+    assert walk.walk("route", {"instrument": "LAB", "outcome": "ok", "n": "15"}).steps
