@@ -26,7 +26,7 @@ def test_the_xfel_site_gives_the_standardized_report_location():
                       proposal=900146, cycle="202031", when=WHEN)
     assert job.report_dir == Path("/gpfs/exfel/d/cal/caldb_store/xfel/reports/SPB/"
                                   "SPB_DET_AGIPD1M-1/dark/dark_900146_r67_r68_r69_200723_120510")
-    assert job.run_dirs[0] == Path("/gpfs/xfel/exp/SPB/202031/p900146/raw/r0067")
+    assert job.run_dirs[0] == Path("/gpfs/exfel/exp/SPB/202031/p900146/raw/r0067")
     assert job.detector.name == "AGIPD"
 
 
