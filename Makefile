@@ -42,14 +42,21 @@ test: setup lint
 test-quick: venv
 	$(BIN)/pytest -q -m "not twin and not postgres and not slow" $(PYTEST_ARGS)
 
+# The twin for SPB in .twin with sim/scenarios/demo.yaml (online, then two causes of 10.2),
+# the 10.2 diagnosis (exit 1: findings, which is the point) and a restart plan; the trap
+# takes the twin down whatever happens, and prints how long it all took.
+DEMO_DIR ?= .twin
 demo: setup
 	$(BIN)/runbook validate
-	$(BIN)/runbook plan local-restart --site local --instrument LAB \
-	  -p state_file=/tmp/runbook-demo-service -o /tmp/runbook-demo-plan.json
-	-$(BIN)/runbook diagnose local-disk --site local --instrument LAB \
-	  -p marker=/tmp/runbook-demo-marker
-	$(BIN)/runbook diagnose local-disk --site local --instrument LAB \
-	  -p marker=/tmp/runbook-demo-marker --format json | head -40 || true
+	@set -eu; t0=$$(date +%s); export COLUMNS=$${COLUMNS:-120} RUNBOOK_SIM_DIR="$(abspath $(DEMO_DIR))"; \
+	trap 'rc=$$?; $(BIN)/runbook sim down --dir "$$RUNBOOK_SIM_DIR" || rc=1; \
+	      echo "make demo: $$(( $$(date +%s) - t0 )) s"; exit $$rc' EXIT; \
+	$(BIN)/runbook sim up --instruments SPB --dir "$$RUNBOOK_SIM_DIR" \
+	  --scenario sim/scenarios/demo.yaml; \
+	rc=0; $(BIN)/runbook diagnose no-online-data --site sim --instrument SPB || rc=$$?; \
+	[ $$rc -le 1 ] || { echo "diagnose failed with exit code $$rc"; exit $$rc; }; \
+	$(BIN)/runbook plan restart-online --site sim --instrument SPB \
+	  -o "$$RUNBOOK_SIM_DIR/restart-online.plan.json"
 
 bench: venv
 	$(BIN)/python benchmarks/cli_startup.py

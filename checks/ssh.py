@@ -5,7 +5,7 @@ Every check names a `host` and the `user` (account) to log in as; the subject is
 `user@host`.  Arguments are given as values or lists and quoted by the transport
 (`checks._ssh`), never pre-quoted by a runbook.  A host that cannot be reached, refuses the
 key or does not answer in time gives `unknown` with the reason, never `fail` or `ok`.
-The transport is imported inside the functions: `runbook --help` must not load paramiko.
+The transport is imported inside the functions: `runbook --help` must not load asyncssh.
 """
 
 from __future__ import annotations
@@ -13,16 +13,24 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import TYPE_CHECKING
 
 from engine.context import Context
 from engine.registry import check
 from engine.result import Result
 
-from ._expect import OutputExpectation
 from ._karabo_check import filter_covers, match_servers, parse_karabo_check, parse_run_file
+from ._ssh_params import (
+    FileSizes,
+    KaraboCheck,
+    LogGrep,
+    Process,
+    ServiceRunFile,
+    SshCommand,
+    SshTarget,
+    human_size,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     from ._ssh import CommandResult
@@ -35,29 +43,14 @@ __all__ = [
 
 _TAIL = 2000
 _q = shlex.quote
+_Target = SshTarget   # the name checks.daq imports
 
 
-class _Target(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    host: str = Field(min_length=1)
-    user: str | None = Field(default=None, min_length=1)
-    timeout: float | None = Field(default=None, gt=0, description="seconds; default: site's")
-
-
-def _regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"bad regular expression {value!r}: {exc}") from exc
-    return value
-
-
-def _subject(p: _Target) -> str:
+def _subject(p: SshTarget) -> str:
     return f"{p.user}@{p.host}" if p.user else p.host
 
 
-def _remote(p: _Target, ctx: Context, command: str) -> CommandResult | Result:
+def _remote(p: SshTarget, ctx: Context, command: str) -> CommandResult | Result:
     """Run `command` (already quoted) on the target; an unreachable host is a Result."""
     from . import _ssh
 
@@ -71,24 +64,17 @@ def _remote(p: _Target, ctx: Context, command: str) -> CommandResult | Result:
         return result
 
 
-def _shown(p: _Target, command: str, *texts: str) -> str:
+def _shown(p: SshTarget, command: str, *texts: str) -> str:
     body = "".join(t[-_TAIL:] for t in texts if t)
     return f"{_subject(p)}$ {command}\n{body}".rstrip()
 
 
-def _verdict(p: _Target, problems: list[str], evidence: str, **observed: object) -> Result:
+def _verdict(p: SshTarget, problems: list[str], evidence: str, **observed: object) -> Result:
     return Result(outcome="fail" if problems else "ok", evidence=evidence,
                   reason="; ".join(problems), observed=observed, subject=_subject(p))
 
 
 # ---- ssh.command --------------------------------------------------------------------------
-
-class SshCommand(_Target, OutputExpectation):
-    """A command as an argument list, and what its exit status and output must be."""
-
-    argv: list[str] = Field(min_length=1)
-    cwd: str | None = None
-
 
 @check("ssh.command")
 def ssh_command(p: SshCommand, ctx: Context) -> Result:
@@ -105,21 +91,6 @@ def ssh_command(p: SshCommand, ctx: Context) -> Result:
 
 
 # ---- ssh.karabo_check ---------------------------------------------------------------------
-
-class KaraboCheck(_Target):
-    """`source <karabo_root>/activate; karabo-check` (11.1, 11.2, 11.3).
-
-    `servers`: names or globs that must be up; `down`: names or globs that must not be up
-    (e.g. no calibration servers on the exflonc hosts, 11.2); `started`: whether the
-    installation's supervisor must run (True), must not (False), or either (None).
-    """
-
-    karabo_root: str | None = Field(default=None, description="default /scratch/<user>/karabo")
-    servers: list[str] = Field(default_factory=list)
-    down: list[str] = Field(default_factory=list)
-    started: bool | None = True
-    min_uptime: int = Field(default=0, ge=0, description="seconds; catches restart loops")
-
 
 _NO_INSTALL = "@@runbook: no activate@@"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -174,20 +145,6 @@ def ssh_karabo_check(p: KaraboCheck, ctx: Context) -> Result:
 
 # ---- ssh.process ----------------------------------------------------------------------------
 
-class Process(_Target):
-    """`ps aux | grep <pattern>` without the grep: `pattern` is a regex on the command line."""
-
-    pattern: str = Field(min_length=1)
-    owner: str | None = None
-    present: bool = True
-    min_count: int = Field(default=1, ge=1)
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        return _regex(value)
-
-
 @check("ssh.process")
 def ssh_process(p: Process, ctx: Context) -> Result:
     # The pattern never reaches the remote side, so no grep can match itself.  The first
@@ -225,28 +182,6 @@ def ssh_process(p: Process, ctx: Context) -> Result:
 
 
 # ---- ssh.log_grep --------------------------------------------------------------------------
-
-class LogGrep(_Target):
-    """Lines of a log that match `pattern` (11.3: ``grep "Resource temporarily" .../current``),
-    optionally among its last `lines` lines; without a pattern, just the last lines."""
-
-    path: str = Field(min_length=1)
-    pattern: str | None = Field(default=None, min_length=1)
-    regex: bool = False
-    ignore_case: bool = False
-    lines: int | None = Field(default=None, ge=1)
-    expect: Literal["present", "absent"] = "present"
-    min_count: int = Field(default=1, ge=1)
-    show: int = Field(default=20, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _something(self) -> LogGrep:
-        if self.pattern is None and self.lines is None:
-            raise ValueError("give a pattern, a number of lines, or both")
-        if self.pattern is not None and self.regex:
-            _regex(self.pattern)
-        return self
-
 
 @check("ssh.log_grep")
 def ssh_log_grep(p: LogGrep, ctx: Context) -> Result:
@@ -290,48 +225,6 @@ def ssh_log_grep(p: LogGrep, ctx: Context) -> Result:
 
 # ---- ssh.file_sizes ----------------------------------------------------------------------
 
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from 1234, "1234", "500M" or "1.5G" (powers of 1024, as `ls -h`)."""
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", value, re.IGNORECASE)
-    if not m:
-        raise ValueError(f"not a size: {value!r} (e.g. 1048576, 500M, 1.5G)")
-    return int(float(m[1]) * _UNITS[m[2].upper()])
-
-
-def human_size(n: int) -> str:
-    """As `ls -h` prints it (1.5G); plain bytes below 1K."""
-    if n < 1024:
-        return str(n)
-    value = float(n)
-    for unit in ("K", "M", "G", "T"):
-        value /= 1024
-        if value < 1024 or unit == "T":
-            break
-    return f"{value:.1f}{unit}"
-
-
-class FileSizes(_Target):
-    """The files of a run folder and their sizes (10.1: ``ll -alh .../raw/<run>``)."""
-
-    path: str = Field(pattern=r"^/", description="an absolute folder path")
-    glob: str = "*"
-    min_count: int = Field(default=1, ge=0)
-    min_total: int | None = None
-    min_file_size: int | None = Field(default=None, description="every file at least")
-
-    @field_validator("min_total", "min_file_size", mode="before")
-    @classmethod
-    def _size(cls, value: int | str | None) -> int | None:
-        return None if value is None else parse_size(value)
-
-
 @check("ssh.file_sizes")
 def ssh_file_sizes(p: FileSizes, ctx: Context) -> Result:
     command = "; ".join([
@@ -371,42 +264,6 @@ def ssh_file_sizes(p: FileSizes, ctx: Context) -> Result:
 
 
 # ---- ssh.service_run_file -----------------------------------------------------------------
-
-class ServiceRunFile(_Target):
-    """A daemontools run file (11.1 webserver `--filter`/`--port`, 11.2 CUDA on PATH).
-
-    `path` is the run file, or `service` names it under `<karabo_root>/var/service/`.
-    `covers`: servers the webserver's filter must act on; `covers_all`: every other service
-    of the installation, except those matching an `omit` expression (the RESTART device's
-    *Omit from restart*); `cuda`: PATH must (True) or must not (False) hold a CUDA folder
-    that exists on the host.
-    """
-
-    path: str | None = None
-    service: str | None = None
-    karabo_root: str | None = None
-    covers: list[str] = Field(default_factory=list)
-    covers_all: bool = False
-    omit: list[str] = Field(default_factory=list)
-    cuda: bool | None = None
-    port: int | None = None
-    server_id: str | None = None
-    program: str | None = None
-
-    @model_validator(mode="after")
-    def _which_file(self) -> ServiceRunFile:
-        if (self.path is None) == (self.service is None):
-            raise ValueError("give either path or service")
-        for expression in self.omit:
-            _regex(expression)
-        return self
-
-    def run_file(self) -> str:
-        if self.path is not None:
-            return self.path
-        root = self.karabo_root or f"/scratch/{self.user}/karabo"
-        return f"{root}/var/service/{self.service}/run"
-
 
 @check("ssh.service_run_file")
 def ssh_service_run_file(p: ServiceRunFile, ctx: Context) -> Result:

@@ -170,6 +170,68 @@ def test_combined_script_keeps_each_command_apart():
     assert split_combined(done.stdout, "other", len(commands)) is None
 
 
+def test_combined_script_stops_only_the_command_past_its_own_limit():
+    """Each command of one execution keeps its own time limit: the one past it shows as
+    stopped (None), the others still report their output and exit status."""
+    commands = ["echo out; echo err >&2; exit 4", "printf '%s\\n' 'a b' \"it's\" '$x'",
+                "sleep 5; echo late", "sleep 0.3; echo done"]
+    token = "tok456"
+    script = combined_script(commands, token, limits=[5, 5, 0.5, 5])
+    # The watchdog times with `read -t` on the script's input: keep it open, as the
+    # transport does, until the output has come.
+    proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        out = proc.stdout.read()
+    finally:
+        proc.stdin.close() if proc.stdin else None
+        proc.wait(timeout=10)
+    assert split_combined(out, token, len(commands)) == [
+        (4, "out\n", "err\n"), (0, "a b\nit's\n$x\n", ""), (None, "", ""), (0, "done\n", "")]
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("Host h\n  HostName 10.0.0.1\n  Port 2222\n  User u\n", id="plain"),
+    pytest.param("Host *\n  User first\nHost h\n  User second\n", id="first-value-wins"),
+    pytest.param("Host a* !ab\n  Port=23\nHost h\n  ProxyJump j1,u@j2:2200\n",
+                 id="patterns-and-equals"),
+    pytest.param("Match host h user bench\n  Port 99\nHost *\n  Port 22\n"
+                 "  ProxyCommand nc %h %p\n", id="match-and-no-split"),
+    pytest.param("Host h\n  IdentityFile ~/.ssh/id_%r\n  StrictHostKeyChecking no\n"
+                 "  UserKnownHostsFile /k/%h\n", id="percent-tokens"),
+])
+def test_site_config_parse_matches_asyncssh(tmp_path, text):
+    """The transport splits each ssh_config into words once per file; it must read every
+    host's options exactly as asyncssh's own parser does."""
+    from asyncssh.config import SSHClientConfig
+
+    from checks._ssh_site import _HostConfig
+
+    path = tmp_path / "ssh_config"
+    path.write_text(text)
+    for host in ("h", "ab", "ax", "other"):
+        ours = _HostConfig.load(None, [str(path)], False, False, False, "me", "bench", host, ())
+        theirs = SSHClientConfig.load(None, [str(path)], False, False, False, "me", "bench",
+                                      host, ())
+        got = {k: v for k, v in ours._options.items() if k != "StrictHostKeyChecking"}
+        assert got == theirs._options, host
+    assert _HostConfig.load(None, [str(path)], False, False, False, "me", "bench", "h",
+                            ()).get("StrictHostKeyChecking") == (
+        "no" if "StrictHostKeyChecking" in text else None)
+
+
+@pytest.mark.parametrize("spec, hops", [
+    ("gate", [("gate", None, None)]),
+    ("u@gate:2200,inner", [("gate", "u", 2200), ("inner", None, None)]),
+    ("none", []),
+])
+def test_proxy_jump_hops(spec, hops):
+    from checks._ssh_site import parse_jumps
+
+    assert [(h.host, h.user, h.port) for h in parse_jumps(spec)] == hops
+
+
 @pytest.mark.parametrize("model, given", [
     (c.LogGrep, {"host": "h", "path": "/x"}),
     (c.ServiceRunFile, {"host": "h", "path": "/a/run", "service": "webserver"}),
@@ -616,3 +678,103 @@ def test_checks_of_one_step_share_one_execution_and_ps_skips_it(ssh_twin):
         assert pool.stats["opened"] == 1
     finally:
         ctx.resources.close()
+
+
+@pytest.mark.twin
+def test_commands_sharing_one_execution_keep_their_own_results(ssh_twin):
+    """Four ssh.command checks of one step on one host go out as one execution: a failing
+    one, one with quotes and newlines, one past its timeout and a plain one each get their
+    own exit status and output; only the slow one is unknown, and only at its own limit."""
+    from checks._ssh import SshPool, SshSettings
+
+    settings = SshSettings.from_transport(ssh_twin.transport)
+    pool = SshPool(settings)
+    pool.batch_window = 1.0  # wide, so that the four threads surely meet
+    ctx = Context(mode="diagnose", site="sim", transport=ssh_twin.transport)
+    ctx.resources.get(("ssh", settings), lambda: pool, SshPool.close)
+    args = ["a b", "it's", '"dq"', "$HOME", "new\nline", ""]
+    calls = {
+        "fails": c.SshCommand(**SPB, argv=["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        "quoted": c.SshCommand(**SPB, argv=["printf", "<%s>\\n", *args]),
+        "slow": c.SshCommand(**SPB, argv=["sh", "-c", "sleep 5; echo late"], timeout=1.5),
+        "plain": c.SshCommand(**SPB, argv=["hostname"]),
+    }
+    try:
+        with ThreadPoolExecutor(len(calls)) as workers:
+            futures = {name: workers.submit(c.ssh_command, p, ctx) for name, p in calls.items()}
+            got = {name: f.result(timeout=60) for name, f in futures.items()}
+        assert got["fails"].outcome == "fail" and got["fails"].observed["exit"] == 3
+        assert got["fails"].observed["stdout"] == "out\n" and "err" in got["fails"].evidence
+        assert got["quoted"].outcome == "ok", got["quoted"].reason
+        assert got["quoted"].observed["stdout"] == "".join(f"<{a}>\n" for a in args)
+        assert got["slow"].outcome == "unknown"
+        assert "no answer within 1.5 s" in got["slow"].reason
+        assert got["plain"].observed["stdout"] == f"{CAL0}\n"
+        assert pool.stats["commands"] == 4 and pool.stats["executions"] == 1
+    finally:
+        ctx.resources.close()
+
+
+def _site_config(ssh_twin: SshTwin, tmp_path: Path, extra: str) -> dict[str, object]:
+    """The twin's transport with `extra` ssh_config blocks in front of the twin's own."""
+    ssh = dict(ssh_twin.transport["ssh"])  # type: ignore[call-overload]
+    config = tmp_path / "ssh_config"
+    config.write_text(textwrap.dedent(extra) + Path(str(ssh["config"])).read_text())
+    return {"ssh": {**ssh, "config": str(config)}}
+
+
+@pytest.mark.twin
+def test_proxy_jump_goes_through_one_shared_connection(ssh_twin, tmp_path):
+    """Hosts behind a ProxyJump host (the facility's exflgateway, section 1) are reached
+    through it, and share one connection to it."""
+    behind = {"behind-1": (CAL1, "spbonc"), "behind-8": (CAL8, "xcal")}
+    from checks._ssh import pool_for
+    from sim.twin import load
+
+    twin = load(ssh_twin.dir)
+    extra = "".join(f"""
+        Host {alias}
+            HostName {twin.hosts[name].address}
+            Port {twin.ssh_port}
+            ProxyJump operator@exflgateway
+        """ for alias, (name, _user) in behind.items())
+    transport = _site_config(ssh_twin, tmp_path, extra)
+    ctx = Context(mode="diagnose", site="sim", transport=transport)
+    try:
+        for alias, (name, user) in behind.items():
+            got = c.ssh_command(c.SshCommand(host=alias, user=user, argv=["hostname"]), ctx)
+            assert got.outcome == "ok", got.reason
+            assert got.observed["stdout"] == f"{name}\n"
+        assert pool_for(ctx).stats["opened"] == 3  # the jump host once, the two behind it
+    finally:
+        ctx.resources.close()
+
+
+@pytest.mark.twin
+def test_strict_host_key_checking_from_the_ssh_config(run_check, ssh_twin, tmp_path):
+    """StrictHostKeyChecking accept-new (or no) lets a host missing from known_hosts in;
+    the default refuses it (11.1's hosts are reached with the facility's own ssh_config)."""
+    from sim.twin import load
+
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    twin = load(ssh_twin.dir)
+    address, port = twin.hosts[CAL0].address, twin.ssh_port
+    transport = _site_config(ssh_twin, tmp_path, f"""
+        Host lenient
+            HostName {address}
+            Port {port}
+            UserKnownHostsFile {empty}
+            StrictHostKeyChecking accept-new
+        Host strict
+            HostName {address}
+            Port {port}
+            UserKnownHostsFile {empty}
+        """)
+    ssh = {k: v for k, v in transport["ssh"].items() if k != "known_hosts"}  # type: ignore[attr-defined]
+    lenient = run_check(c.ssh_command, c.SshCommand, transport={"ssh": ssh}, host="lenient",
+                        user="spbonc", argv=["hostname"])
+    assert lenient.outcome == "ok", lenient.reason
+    strict = run_check(c.ssh_command, c.SshCommand, transport={"ssh": ssh}, host="strict",
+                       user="spbonc", argv=["hostname"])
+    assert strict.outcome == "unknown" and "host key" in strict.reason

@@ -76,8 +76,8 @@ def test_cli_start_path_imports_nothing_heavy(argv):
         "import sys\n"
         "from engine.cli import app\n"
         f"try:\n    app({argv!r})\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('numba', 'fabric', 'paramiko', 'karabo', 'h5py', 'extra_data',"
-        " 'sqlalchemy', 'matplotlib') if m in sys.modules]\n"
+        "heavy = [m for m in ('numba', 'fabric', 'paramiko', 'asyncssh', 'karabo', 'h5py',"
+        " 'extra_data', 'sqlalchemy', 'matplotlib') if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -4,7 +4,14 @@ Data exists only when the detector is powered, configured and acquiring; each mo
 sends unless it is listed as not sending; an aggregator forwards its module's trains
 (every ``DataDispatcher.trainStride``-th) while the run controller is in MONITORING or
 RECORD (State.ACQUIRING, the state Karabo's DAQ uses for recording) and the aggregator is
-not in ERROR.  Recording writes RAW files through ``sim.rawdata`` when the run stops.
+not in ERROR.
+
+Recording (10.1): RECORD creates the run folder at once, as the facility's DAQ does, under
+``dataRoot`` (the twin's GPFS, which every host, exflonc10 included, sees as ``/gpfs``).
+Once ``trainsPerModule`` trains of a module are recorded, the RAW files of every module
+that sent are written through ``sim.rawdata`` while the run goes on (a small run: a few
+trains); a run stopped earlier is written when it stops.  A run without data leaves its
+folder empty.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ from karabo.middlelayer import (
 
 from ._base import TwinDevice, read
 
-__all__ = ["TwinDetector", "TwinRunController", "TwinDataAggregator", "write_run_files"]
+__all__ = ["TwinDetector", "TwinRunController", "TwinDataAggregator", "make_run_folder",
+           "write_run_files"]
 
 
 class TwinDetector(TwinDevice):
@@ -120,14 +128,20 @@ class TwinRunController(TwinDevice):
     proposal = UInt32(displayedName="Proposal", defaultValue=900001)
     runNumber = UInt32(displayedName="Run number", defaultValue=0,
                        accessMode=AccessMode.READONLY)
-    trainsPerModule = UInt32(displayedName="Max trains written per module", defaultValue=10,
-                             description="Keeps twin files small; raise for real sizes")
+    trainsPerModule = UInt32(displayedName="Trains written per module", defaultValue=3,
+                             minInc=1,
+                             description="Once a module has this many trains recorded, the "
+                                         "run's files are written (keeps twin runs small)")
     lastRunPath = String(displayedName="Last run folder", defaultValue="",
                          accessMode=AccessMode.READONLY)
     _recorded: dict[int, list[int]]
+    _written: bool
+    _lock: asyncio.Lock
 
     async def setup(self) -> None:
         self._recorded = {}
+        self._written = False
+        self._lock = asyncio.Lock()
 
     @Slot(displayedName="Ignore", allowedStates=[State.MONITORING])
     async def ignore(self) -> None:
@@ -141,10 +155,17 @@ class TwinRunController(TwinDevice):
 
     @Slot(displayedName="Record", allowedStates=[State.MONITORING])
     async def record(self) -> None:
-        self.runNumber = int(self.runNumber) + 1
         self._recorded = {}
+        self._written = False
+        run = int(self.runNumber) + 1
+        try:  # the facility's DAQ opens the run folder when the run starts
+            run = await asyncio.get_running_loop().run_in_executor(
+                None, make_run_folder, self._run_params(run, {}))
+        except (OSError, ValueError) as exc:
+            self.say("ERROR", f"cannot create the folder of run {run}: {exc}")
+        self.runNumber = run
         self.state = State.ACQUIRING
-        self.status = f"Recording run {int(self.runNumber)}"
+        self.status = f"Recording run {run}"
 
     async def tick(self) -> None:
         if not self.state_is(State.ACQUIRING):
@@ -154,20 +175,36 @@ class TwinRunController(TwinDevice):
             if agg and float(agg["outputRate"]) > 0:
                 trains = self._recorded.setdefault(int(agg["channel"]), [])
                 trains.append(int(agg["trainId"]))
+        enough = max((len(t) for t in self._recorded.values()), default=0)
+        if not self._written and enough >= int(self.trainsPerModule):
+            await self._write(ended=False)
 
     async def _end_run(self) -> None:
         self.state = State.CHANGING
-        recorded = {m: t for m, t in self._recorded.items() if t}
-        run = int(self.runNumber)
-        try:
-            path = await asyncio.get_running_loop().run_in_executor(
-                None, write_run_files, self._run_params(run, recorded))
-        except (ImportError, OSError, ValueError) as exc:
-            self.say("ERROR", f"writing run {run} failed: {exc}")
-            self.status = f"Run {run} ended; files not written: {exc}"
-            return
-        self.lastRunPath = str(path)
-        self.status = f"Run {run} ended: {len(recorded)} modules written"
+        await self._write(ended=True)
+
+    async def _write(self, *, ended: bool) -> None:
+        """Write the run's files once: during the run when enough trains are recorded,
+        else when it ends (an empty run leaves only its folder)."""
+        async with self._lock:
+            run = int(self.runNumber)
+            if self._written:
+                if ended:
+                    self.status = f"Run {run} ended"
+                return
+            recorded = {m: t for m, t in self._recorded.items() if t}
+            try:
+                path = await asyncio.get_running_loop().run_in_executor(
+                    None, write_run_files, self._run_params(run, recorded))
+            except (ImportError, OSError, ValueError) as exc:
+                self.say("ERROR", f"writing run {run} failed: {exc}")
+                self.status = f"Run {run}: files not written: {exc}"
+                return
+            self._written = True
+            self.lastRunPath = str(path)
+            what = f"{len(recorded)} modules written" if recorded else "no data"
+            self.status = f"Run {run} ended: {what}" if ended else \
+                f"Recording run {run}: {what}"
 
     def _run_params(self, run: int, recorded: dict[int, list[int]]) -> dict[str, Any]:
         return {"root": str(self.dataRoot), "instrument": str(self.instrument),
@@ -177,6 +214,22 @@ class TwinRunController(TwinDevice):
                 "trains": min(int(self.trainsPerModule),
                               max((len(t) for t in recorded.values()), default=0)),
                 "first_train_id": min((t[0] for t in recorded.values()), default=1)}
+
+
+def make_run_folder(params: dict[str, Any]) -> int:
+    """Create the folder of a new run (empty: RECORD has just started) and return its
+    number: ``params["run"]``, or past the proposal's last run folder, since run numbers
+    are never reused (the twin's folder may hold runs of an earlier ``sim up``)."""
+    from sim import rawdata
+
+    first = rawdata.run_path(Path(params["root"]), params["instrument"], params["cycle"],
+                             params["proposal"], 1)
+    first.parent.mkdir(parents=True, exist_ok=True)
+    taken = [int(d.name[1:]) for d in first.parent.iterdir()
+             if d.name[:1] == "r" and d.name[1:].isdigit()]
+    run = max([int(params["run"]) - 1, *taken]) + 1
+    (first.parent / f"r{run:04d}").mkdir()
+    return run
 
 
 def write_run_files(params: dict[str, Any]) -> Path:

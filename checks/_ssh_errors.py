@@ -1,0 +1,15 @@
+"""The errors of the SSH transport (`checks._ssh` re-exports them)."""
+
+from __future__ import annotations
+
+from engine.errors import TransportError
+
+__all__ = ["SshError", "SshTimeout"]
+
+
+class SshError(TransportError):
+    """A host could not be reached, refused us, or did not answer in time."""
+
+
+class SshTimeout(SshError):
+    """A command (or the connection for it) took longer than its timeout."""
