@@ -19,6 +19,7 @@ from engine.registry import check
 from engine.result import Result
 
 from ._compare import expectation_problems, numeric, same
+from ._karabo import call_timeout, client_for
 
 __all__ = [
     "DeviceState", "PropertyCheck", "PropertiesTable", "DevicesOnline", "Rates",
@@ -26,18 +27,6 @@ __all__ = [
     "device_state", "device_property", "properties_table", "devices_online", "rates",
     "constant_dates",
 ]
-
-
-def _client(ctx: Context) -> Any:
-    from ._karabo import client_for
-
-    return client_for(ctx)
-
-
-def _timeout(ctx: Context) -> float:
-    from ._karabo import call_timeout
-
-    return call_timeout(ctx)
 
 
 class _Model(BaseModel):
@@ -52,7 +41,7 @@ class DeviceState(_Model):
 
 
 def _state(p_device: str, ctx: Context) -> dict[str, Any]:
-    return _client(ctx).get(p_device, ["state", "status"], _timeout(ctx))
+    return client_for(ctx).get(p_device, ["state", "status"], call_timeout(ctx))
 
 
 @check("karabo.device_state")
@@ -96,7 +85,7 @@ class PropertyCheck(_Model):
 @check("karabo.property")
 def device_property(p: PropertyCheck, ctx: Context) -> Result:
     """ok when the property's value meets every given expectation."""
-    value = _client(ctx).get(p.device, [p.property], _timeout(ctx)).get(p.property)
+    value = client_for(ctx).get(p.device, [p.property], call_timeout(ctx)).get(p.property)
     shown = f"{p.device}.{p.property} = {value!r}"
     try:
         problems = expectation_problems(value, equals=p.equals, in_=p.in_,
@@ -125,7 +114,7 @@ class PropertiesTable(_Model):
 @check("karabo.properties_table")
 def properties_table(p: PropertiesTable, ctx: Context) -> Result:
     """The CAL_MANAGER's common operating conditions: every rule of 11.3 at once."""
-    rows = _client(ctx).get(p.device, [p.property], _timeout(ctx)).get(p.property)
+    rows = client_for(ctx).get(p.device, [p.property], call_timeout(ctx)).get(p.property)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         return Result.unknown(f"{p.device}.{p.property} is not a table: {rows!r}")
     try:
@@ -187,7 +176,7 @@ def _selected(p: DevicesOnline, device: str, attrs: dict[str, Any]) -> bool:
 @check("karabo.devices_online")
 def devices_online(p: DevicesOnline, ctx: Context) -> Result:
     """Which of the devices (listed, or matching the patterns) are in the topology."""
-    topology = _client(ctx).topology(_timeout(ctx))["device"]
+    topology = client_for(ctx).topology(call_timeout(ctx))["device"]
     online = {d: a for d, a in topology.items() if _selected(p, d, a)}
     if p.devices:
         present = [d for d in p.devices if d in online]
@@ -222,7 +211,7 @@ class Rates(_Model):
 @check("karabo.rates")
 def rates(p: Rates, ctx: Context) -> Result:
     """Sample twice, ``interval`` apart: is the rate (or counter) updating?"""
-    client, timeout = _client(ctx), _timeout(ctx)
+    client, timeout = client_for(ctx), call_timeout(ctx)
     first = client.get(p.device, [p.property], timeout).get(p.property)
     t0 = time.monotonic()
     time.sleep(p.interval)
@@ -279,7 +268,7 @@ def constant_dates(p: ConstantDates, ctx: Context) -> Result:
     """ok when every correction device shows a date for each constant (10.2, 11.3)."""
     from engine.errors import RunbookError
 
-    client, timeout = _client(ctx), _timeout(ctx)
+    client, timeout = client_for(ctx), call_timeout(ctx)
     devices = list(p.devices or [])
     if p.manager:
         listed = client.get(p.manager, [p.list_property], timeout).get(p.list_property)

@@ -25,7 +25,8 @@ from engine.errors import RunbookError
 from engine.registry import check
 from engine.result import Result
 
-from .karabo import expectation_problems, numeric
+from ._compare import expectation_problems, numeric
+from ._karabo import call_timeout, client_for
 
 __all__ = [
     "DevicesProperty", "NthRate", "MinModules", "PulseFilter", "Latency", "RatesMatch",
@@ -33,18 +34,6 @@ __all__ = [
     "devices_property", "nth_rate", "min_modules", "pulse_filter", "latency", "rates_match",
     "server_log",
 ]
-
-
-def _client(ctx: Context) -> Any:
-    from ._karabo import client_for
-
-    return client_for(ctx)
-
-
-def _timeout(ctx: Context) -> float:
-    from ._karabo import call_timeout
-
-    return call_timeout(ctx)
 
 
 class _Model(BaseModel):
@@ -113,7 +102,7 @@ class DevicesProperty(_Devices):
 @check("pipeline.devices")
 def devices_property(p: DevicesProperty, ctx: Context) -> Result:
     """ok when every device (``expect: all``) or at least one (``any``) meets it."""
-    client, timeout = _client(ctx), _timeout(ctx)
+    client, timeout = client_for(ctx), call_timeout(ctx)
     devices = _device_ids(p, client, timeout)
     if isinstance(devices, Result):
         return devices
@@ -168,7 +157,7 @@ class NthRate(_Devices):
 
 @check("pipeline.nth_rate")
 def nth_rate(p: NthRate, ctx: Context) -> Result:
-    client, timeout = _client(ctx), _timeout(ctx)
+    client, timeout = client_for(ctx), call_timeout(ctx)
     nth = numeric(client.get(p.manager, [p.nth_property], timeout).get(p.nth_property))
     if nth is None or nth < 1:
         return Result.unknown(f"{p.manager}.{p.nth_property} is not a positive number: {nth!r}")
@@ -213,7 +202,7 @@ class MinModules(_Model):
 @check("pipeline.min_modules")
 def min_modules(p: MinModules, ctx: Context) -> Result:
     """fail when min-modules asks for more modules than arrive."""
-    client, timeout = _client(ctx), _timeout(ctx)
+    client, timeout = client_for(ctx), call_timeout(ctx)
     source = p.available_from or p.appender
     minimum = numeric(client.get(p.appender, [p.min_property], timeout).get(p.min_property))
     count = numeric(client.get(source, [p.count_property], timeout).get(p.count_property))
@@ -296,7 +285,7 @@ class PulseFilter(_Model):
 @check("pipeline.pulse_filter")
 def pulse_filter(p: PulseFilter, ctx: Context) -> Result:
     """fail when the filter cannot be read, selects nothing, or asks too many images/s."""
-    got = _client(ctx).get(p.manager, [p.filter_property, p.nth_property], _timeout(ctx))
+    got = client_for(ctx).get(p.manager, [p.filter_property, p.nth_property], call_timeout(ctx))
     text, nth = str(got.get(p.filter_property, "")), numeric(got.get(p.nth_property))
     shown = f"{p.manager}.{p.filter_property} = {text!r}"
     try:
@@ -350,8 +339,8 @@ def _samples(client: Any, device: str, keys: list[str], n: int, interval: float,
 
 @check("pipeline.latency")
 def latency(p: Latency, ctx: Context) -> Result:
-    raw, elapsed = _samples(_client(ctx), p.device, [p.property], p.samples, p.interval,
-                            _timeout(ctx))
+    raw, elapsed = _samples(client_for(ctx), p.device, [p.property], p.samples, p.interval,
+                            call_timeout(ctx))
     values = [numeric(s.get(p.property)) for s in raw]
     if any(v is None for v in values):
         return Result.unknown(f"{p.device}.{p.property} is not a number: {values!r}")
@@ -386,7 +375,7 @@ class RatesMatch(_Devices):
 
 @check("pipeline.rates_match")
 def rates_match(p: RatesMatch, ctx: Context) -> Result:
-    client, timeout = _client(ctx), _timeout(ctx)
+    client, timeout = client_for(ctx), call_timeout(ctx)
     refs = _device_ids(p, client, timeout)
     if isinstance(refs, Result):
         return refs
@@ -445,7 +434,7 @@ def service_name(server_id: str) -> str:
 def server_log(p: ServerLog, ctx: Context) -> Result:
     from . import ssh
 
-    topology = _client(ctx).topology(_timeout(ctx))["device"]
+    topology = client_for(ctx).topology(call_timeout(ctx))["device"]
     attrs = topology.get(p.device)
     if attrs is None:
         return Result.unknown(f"{p.device} is not in the topology: no server to look at")

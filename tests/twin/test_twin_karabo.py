@@ -3,9 +3,7 @@ webserver's HTTP API, and the pipeline devices through the Karabo client (3.4, 1
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,39 +11,12 @@ import httpx
 import pytest
 
 from sim.broker import Broker, free_port, port_open
-from sim.devices.client import ensure_client
-from sim.layout import instrument_layout
+from tests.twin._kit import dev, karabo_check, wait
 
 pytestmark = pytest.mark.twin
 
-IDS = instrument_layout("SPB").devices
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CHECK_LINE = re.compile(r"^(\S+): up \(pid \d+\) \d+ seconds, normally down, running$")
-
-
-@pytest.fixture(scope="module")
-def spb(twin):
-    ensure_client(str(twin.broker_url), twin.topics["SPB"])
-    return twin
-
-
-_PROXIES: dict[str, object] = {}
-
-
-def dev(role: str, index: int | None = None):
-    """A connected proxy, one per device for the session (Karabo refuses a second kind)."""
-    from karabo.middlelayer.cli import connectDevice
-
-    device_id = IDS[role] if index is None else IDS[role][index]
-    if device_id not in _PROXIES:
-        _PROXIES[device_id] = connectDevice(device_id, autodisconnect=None, timeout=10)
-    return _PROXIES[device_id]
-
-
-def wait(condition, timeout: float = 60.0) -> None:
-    from karabo.middlelayer.cli import waitUntil
-
-    waitUntil(condition, timeout=timeout)
 
 
 def restart_servers(timeout: float = 120.0):
@@ -75,13 +46,6 @@ def stop_detector():
         det.stop()
     wait(lambda: det.state == State.ON, 10)
     return det
-
-
-def karabo_check(karabo: Path) -> list[str]:
-    env = {"PATH": os.environ["PATH"], "HOME": str(karabo.parent)}
-    out = subprocess.run(["bash", "-c", f"source {karabo}/activate; karabo-check"],
-                         capture_output=True, text=True, env=env, timeout=30)
-    return [ANSI.sub("", line) for line in out.stdout.splitlines()]
 
 
 def test_broker_starts_on_loopback_and_stops_by_pid(tmp_path):
