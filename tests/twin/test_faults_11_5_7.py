@@ -46,8 +46,9 @@ def test_normal_states_and_healthy_pipeline_give_no_finding_11_5_11_7(running, g
     raw = dev("raw_appender")
     wait(lambda: raw.modulesReceived == 0, 20)  # no data in flight while constants load
     corr = dev("corrections", 2)
-    start_pipeline()
-    wait(lambda: corr.gpuMemoryFree == 0 and str(dev("cal_manager").state) == "ACTIVE", 60)
+    init = start_pipeline(init_timeout=60.0, wait_s=150.0)
+    assert str(init.state) == "ACTIVE", f"start pipeline: {init.status}"
+    wait(lambda: corr.gpuMemoryFree == 0 and str(dev("cal_manager").state) == "ACTIVE", 120)
     gpu = diagnose("gpu")
     no_findings(gpu)
     assert gpu.step("no-data-yet")["outcome"] == "ok"
