@@ -185,7 +185,8 @@ def _old_installation(ctx: _Ctx, f: Any) -> None:
     # the ids while the current servers are down; when these come up, the ids are in use.
     for karabo, names in current.items():
         kenv.svc(karabo, "-d", *names)
-    time.sleep(1.0)
+    _wait("the current correction servers to stop",
+          lambda: not any(kenv.service_up(k, n) for k, ns in current.items() for n in ns))
     spec = kenv.ServerSpec(name=f"ml{ctx.low}_{ctx.low}_cal_old",
                            server_id=f"ml{ctx.instrument}/{ctx.low}_cal_old",
                            device_classes=("TwinCorrection",), devices=devices)

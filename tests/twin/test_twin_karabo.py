@@ -148,7 +148,8 @@ def test_recording_writes_raw_files_that_extra_data_opens_10_1(spb):
         wait(lambda: agg.outputRate > 0, 30)
         daq.record()
         wait(lambda: daq.state == State.ACQUIRING, 10)
-        time.sleep(3)  # record a few trains
+        run = f"r{int(daq.runNumber):04d}"
+        wait(lambda: str(daq.lastRunPath).endswith(run), 30)  # trainsPerModule recorded
         daq.monitor()
         wait(lambda: daq.state == State.MONITORING and str(daq.lastRunPath) != "", 120)
     finally:
