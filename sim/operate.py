@@ -16,48 +16,74 @@ from sim.devices.client import run_actions
 from sim.layout import MODULES, instrument_layout
 from sim.procs import TwinError
 
-__all__ = ["online", "OperateError"]
+__all__ = ["online", "stop_detector", "OperateError"]
 
 
 class OperateError(TwinError):
     """The instrument did not reach the online state in time."""
 
 
-def online(twin: Any, instrument: str, timeout: float = 180.0) -> None:
-    ids = instrument_layout(instrument).devices
-    broker, topic = str(twin.broker_url), twin.topics[instrument]
-    end = time.monotonic() + timeout
+class _Op:
+    def __init__(self, twin: Any, instrument: str, timeout: float) -> None:
+        self.ids = instrument_layout(instrument).devices
+        self.broker, self.topic = str(twin.broker_url), twin.topics[instrument]
+        self.instrument, self.timeout = instrument, timeout
+        self.end = time.monotonic() + timeout
 
-    def act(*actions: dict[str, Any]) -> list[Any]:
-        return run_actions(broker, topic, list(actions))
+    def act(self, *actions: dict[str, Any]) -> list[Any]:
+        return run_actions(self.broker, self.topic, list(actions))
 
-    def state(device: str) -> str:
-        return str(act({"device": device, "get": ["state"]})[0]["state"])
+    def state(self, role: str) -> str:
+        return str(self.act({"device": self.ids[role], "get": ["state"]})[0]["state"])
 
-    def until(what: str, predicate: Any) -> None:
-        while time.monotonic() < end:
+    def until(self, what: str, predicate: Any) -> None:
+        while time.monotonic() < self.end:
             if predicate():
                 return
-            time.sleep(0.5)
-        raise OperateError(f"{instrument} not online after {timeout:g} s: waiting for {what}")
+            time.sleep(0.25)
+        raise OperateError(f"{self.instrument}: not within {self.timeout:g} s: "
+                           f"waiting for {what}")
 
-    def flowing() -> bool:
-        got = act({"device": ids["corrected_appender"],
-                   "get": ["updateRate", "modulesReceived"]})[0]
+    def quiet(self) -> bool:
+        """No data reaches any splitter (rates drain a tick per device after a stop)."""
+        got = self.act(*[{"device": s, "get": ["inputRate"]} for s in self.ids["splitters"]],
+                       *[{"device": a, "get": ["outputRate"]} for a in self.ids["aggregators"]])
+        return all(float(next(iter(g.values()))) == 0 for g in got)
+
+    def stop_detector(self) -> None:
+        if self.state("detector") == "ACQUIRING":
+            self.act({"device": self.ids["detector"], "call": "stop"})
+        self.until("the detector to stop and its data to drain",
+                   lambda: self.state("detector") == "ON" and self.quiet())
+
+    def flowing(self) -> bool:
+        got = self.act({"device": self.ids["corrected_appender"],
+                        "get": ["updateRate", "modulesReceived"]})[0]
         return float(got["updateRate"]) > 0 and int(got["modulesReceived"]) == MODULES
 
-    if state(ids["cal_manager"]) == "ACTIVE" and flowing():
+
+def stop_detector(twin: Any, instrument: str, timeout: float = 30.0) -> None:
+    """Stop the detector and wait until no data reaches the pipeline (3.2: a start
+    pipeline with data arriving spoils the constants' loading, 11.3)."""
+    _Op(twin, instrument, timeout).stop_detector()
+
+
+def online(twin: Any, instrument: str, timeout: float = 180.0) -> None:
+    op = _Op(twin, instrument, timeout)
+    if op.state("cal_manager") == "ACTIVE" and op.flowing():
         return
-    if state(ids["cal_manager"]) != "ACTIVE":
-        if state(ids["detector"]) == "ACQUIRING":
-            act({"device": ids["detector"], "call": "stop"})  # 3.2: no data during a start
-        until("INIT to be ready", lambda: state(ids["init"]) in ("ON", "ACTIVE", "ERROR"))
-        act({"device": ids["init"], "call": "start_pipeline"})
-        until("the pipeline to be ACTIVE", lambda: state(ids["init"]) in ("ACTIVE", "ERROR"))
-        if state(ids["init"]) == "ERROR":
-            raise OperateError(f"{instrument}: start pipeline ended in ERROR")
-    act({"device": ids["cal_manager"],
-         "set": {"outputEveryNthTrain": 10, "pulseFilter": "range(128)"}})
-    if state(ids["detector"]) != "ACQUIRING":
-        act({"device": ids["detector"], "call": "start"})
-    until("every module at the CORRECTED appender", flowing)
+    if op.state("cal_manager") != "ACTIVE":
+        op.stop_detector()
+        op.until("INIT to be ready", lambda: op.state("init") in ("ON", "ACTIVE", "ERROR"))
+        op.act({"device": op.ids["init"], "call": "start_pipeline"})
+        # INIT may still show its last ACTIVE or ERROR: wait for the start to be seen.
+        op.until("INIT to start", lambda: op.state("init") == "CHANGING")
+        op.until("the pipeline to be ACTIVE", lambda: op.state("init") in ("ACTIVE", "ERROR"))
+        if op.state("init") == "ERROR":
+            raise OperateError(f"{instrument}: start pipeline ended in ERROR: "
+                               f"{op.act({'device': op.ids['cal_manager'], 'get': ['status']})}")
+    op.act({"device": op.ids["cal_manager"],
+            "set": {"outputEveryNthTrain": 10, "pulseFilter": "range(128)"}})
+    if op.state("detector") != "ACQUIRING":
+        op.act({"device": op.ids["detector"], "call": "start"})
+    op.until("every module at the CORRECTED appender", op.flowing)

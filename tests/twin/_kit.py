@@ -17,15 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.devices.client import run_actions  # noqa: F401  (for the tests)
+from sim import operate
+from sim.devices.client import (
+    proxy,
+    run_actions,  # noqa: F401  (for the tests)
+)
 from sim.faults import apply_fault, heal
 from sim.layout import instrument_layout
 from sim.scenario import parse_fault
 
 IDS = instrument_layout("SPB").devices
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_PROXIES: dict[str, object] = {}
 
+
+SESSION: list[Any] = []  # the session's SPB twin, once the `spb` fixture made it
 
 USED = {"splitters": [2, 4, 5], "aggregators": [0, 4, 5, 9],
         "corrections": [1, 2, 4, 8, 10, 12]}
@@ -36,12 +41,7 @@ def inject(twin, **fault) -> None:
 
 
 def dev(role: str, index: int | None = None):
-    from karabo.middlelayer.cli import connectDevice
-
-    device_id = IDS[role] if index is None else IDS[role][index]
-    if device_id not in _PROXIES:
-        _PROXIES[device_id] = connectDevice(device_id, autodisconnect=None, timeout=10)
-    return _PROXIES[device_id]
+    return proxy(IDS[role] if index is None else IDS[role][index])
 
 
 def wait(condition, timeout: float = 60.0) -> None:
@@ -122,10 +122,9 @@ def stalls_at(expected: str) -> None:
 
 
 def stop_detector() -> None:
-    det = dev("detector")
-    if str(det.state) == "ACQUIRING":
-        det.stop()
-    wait(lambda: str(det.state) == "ON", 10)
+    """Stop the detector, and wait until its data stopped reaching the splitters."""
+    assert SESSION, "stop_detector needs the `spb` fixture"
+    operate.stop_detector(SESSION[0], "SPB")
 
 
 def finishes() -> None:

@@ -22,7 +22,7 @@ from sim import twin as twinmod
 from sim.devices.client import ensure_client
 from sim.operate import online
 from sim.twin import Twin
-from tests.twin._kit import USED, dev
+from tests.twin._kit import SESSION, USED, dev
 
 TwinFactory = Callable[..., Twin]
 
@@ -73,6 +73,7 @@ def twin_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tw
 @pytest.fixture(scope="session")
 def spb(twin: Twin) -> Twin:
     ensure_client(str(twin.broker_url), twin.topics["SPB"])
+    SESSION[:] = [twin]
     # Proxies are made here, outside waitUntil conditions (which cannot connect).
     for role in ("detector", "run_controller", "cal_manager", "init", "restart",
                  "raw_appender", "corrected_appender", "gui_server"):
