@@ -19,10 +19,13 @@ from typing import Any, Protocol
 from engine.errors import RunbookError
 from sim import karabo_env as kenv
 from sim.devices.client import run_actions
-from sim.layout import InstrumentLayout, instrument_layout
+from sim.layout import MODULES, InstrumentLayout, instrument_layout
 from sim.scenario import Fault, Scenario
 
 __all__ = ["apply_fault", "apply_scenario", "FaultError", "TwinLike"]
+
+
+INIT_TIMEOUT_S = 30.0  # CAL_MANAGER's own default (tests shorten it to see 11.2 sooner)
 
 
 class FaultError(RunbookError):
@@ -316,8 +319,10 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
 
     Run files and webservers are rewritten from the layout, services not in the layout
     are removed, stopped installations and services are started again, and the
-    properties that faults set are put back.  Devices keep their state: follow with a
-    RESTART and INIT, as after any repair at the facility.
+    properties that faults set are put back (but "output every nth train" and the pulse
+    filter, the operator's settings, which ``sim.operate.online`` sets).  Devices keep
+    their state: follow with INIT's start pipeline, or a RESTART first where the
+    guidelines' remedy needs one, as after any repair at the facility.
     """
     name = (instrument or _only(twin)).upper()
     ctx = _Ctx(twin, name, instrument_layout(name, twin_dir=str(Path(twin.dir).resolve())))
@@ -368,7 +373,18 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
     actions.append({"device": ids["restart"], "set": {
         "webserverTemplate": "http://{host}:8080", "omitFromRestart": "webserver"}})
     actions.append({"device": ids["gui_server"], "set": {"networkFault": ""}})
-    ctx.act(*actions)
+    conditions = [{"parameter": k, "value": v} for k, v in ins.conditions]
+    actions.append({"device": ids["cal_manager"], "set": {
+        "operatingConditions": conditions, "initTimeout": INIT_TIMEOUT_S}})
+    for appender in ("raw_appender", "corrected_appender"):
+        actions.append({"device": ids[appender], "set": {"minModules": MODULES}})
+    for splitter, corr in zip(ids["splitters"], ids["corrections"], strict=True):
+        actions.append({"device": corr, "set": {"dataInput": f"{splitter}:gpu"}})
+    # A device not running now starts from the layout's configuration: nothing to put back.
+    gone = set(ctx.act({"missing": ctx.layout.device_ids})[0])
+    ctx.act(*[a for a in actions if a["device"] not in gone])
+    _wait("the detector to be powered again",
+          lambda: ctx.get(ids["detector"], "state")["state"] != "OFF")
     states = ctx.act(*[{"device": a, "get": ["state"]} for a in ids["aggregators"]])
     errors = [a for a, s in zip(ids["aggregators"], states, strict=True)
               if s["state"] == "ERROR"]

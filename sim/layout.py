@@ -125,6 +125,12 @@ class InstrumentLayout:
         raise KeyError(f"no Karabo installation for {account}@{host} in "
                        f"{self.instrument.name}")
 
+    @property
+    def device_ids(self) -> list[str]:
+        """Every device that the layout's servers hold."""
+        return sorted(d for plan in self.installs for spec in plan.servers
+                      for d in spec.devices)
+
     def server_of(self, device_id: str) -> tuple[InstallPlan, ServerSpec]:
         for plan in self.installs:
             for spec in plan.servers:

@@ -16,7 +16,7 @@ from sim.devices.client import run_actions
 from sim.layout import MODULES, instrument_layout
 from sim.procs import TwinError
 
-__all__ = ["online", "stop_detector", "OperateError"]
+__all__ = ["online", "stop_detector", "restart_servers", "devices_back", "OperateError"]
 
 
 class OperateError(TwinError):
@@ -25,7 +25,8 @@ class OperateError(TwinError):
 
 class _Op:
     def __init__(self, twin: Any, instrument: str, timeout: float) -> None:
-        self.ids = instrument_layout(instrument).devices
+        self.layout = instrument_layout(instrument)
+        self.ids = self.layout.devices
         self.broker, self.topic = str(twin.broker_url), twin.topics[instrument]
         self.instrument, self.timeout = instrument, timeout
         self.end = time.monotonic() + timeout
@@ -56,6 +57,31 @@ class _Op:
         self.until("the detector to stop and its data to drain",
                    lambda: self.state("detector") == "ON" and self.quiet())
 
+    def any_splitter_in_error(self) -> bool:
+        got = self.act(*[{"device": s, "get": ["state"]} for s in self.ids["splitters"]])
+        return any(g["state"] == "ERROR" for g in got)
+
+    def missing(self) -> list[str]:
+        return list(self.act({"missing": self.layout.device_ids})[0])
+
+    def devices_back(self) -> None:
+        # A server counts as up (karabo-webserver's status_ok, RESTART's "All servers
+        # restarted!") some seconds before its devices are.
+        self.until("every device of the layout to answer", lambda: not self.missing())
+
+    def restart_servers(self) -> None:
+        """Section 3.3 through RESTART, then every device back."""
+        self.until("RESTART to be idle", lambda: self.state("restart") != "CHANGING")
+        self.act({"device": self.ids["restart"], "call": "restart"})
+        # It may show the last restart's end until the call is seen (a restart takes > 5 s).
+        self.until("RESTART to start", lambda: not self._restarted())
+        self.until("RESTART to finish", self._restarted)
+        self.devices_back()
+
+    def _restarted(self) -> bool:
+        got = self.act({"device": self.ids["restart"], "get": ["state", "status"]})[0]
+        return bool(got["state"] == "ACTIVE" and got["status"] == "All servers restarted!")
+
     def flowing(self) -> bool:
         got = self.act({"device": self.ids["corrected_appender"],
                         "get": ["updateRate", "modulesReceived"]})[0]
@@ -68,12 +94,27 @@ def stop_detector(twin: Any, instrument: str, timeout: float = 30.0) -> None:
     _Op(twin, instrument, timeout).stop_detector()
 
 
+def restart_servers(twin: Any, instrument: str, timeout: float = 180.0) -> None:
+    """RESTART the calibration servers (3.3) and wait until their devices answer."""
+    _Op(twin, instrument, timeout).restart_servers()
+
+
+def devices_back(twin: Any, instrument: str, timeout: float = 90.0) -> None:
+    """Wait until every device of the instrument's layout answers."""
+    _Op(twin, instrument, timeout).devices_back()
+
+
 def online(twin: Any, instrument: str, timeout: float = 180.0) -> None:
     op = _Op(twin, instrument, timeout)
+    op.devices_back()
     if op.state("cal_manager") == "ACTIVE" and op.flowing():
         return
     if op.state("cal_manager") != "ACTIVE":
         op.stop_detector()
+        if op.any_splitter_in_error():
+            op.restart_servers()  # 11.2: data before initialization needs a restart
+        elif op.state("cal_manager") == "CHANGING":
+            op.act({"device": op.ids["cal_manager"], "call": "reset"})  # stuck: 3.6, step 2
         op.until("INIT to be ready", lambda: op.state("init") in ("ON", "ACTIVE", "ERROR"))
         op.act({"device": op.ids["init"], "call": "start_pipeline"})
         # INIT may still show its last ACTIVE or ERROR: wait for the start to be seen.

@@ -62,13 +62,10 @@ class Snapshot:
 
 
 def device_ids(instrument: str, twin_dir: str = ".") -> list[str]:
-    """Every device id of the instrument's layout (roles with one id or a list of ids)."""
+    """Every device id of the instrument's layout."""
     from sim.layout import instrument_layout
 
-    ids: list[str] = []
-    for value in instrument_layout(instrument, twin_dir=twin_dir).devices.values():
-        ids += value if isinstance(value, list) else [value]
-    return sorted(set(ids))
+    return instrument_layout(instrument, twin_dir=twin_dir).device_ids
 
 
 def read_devices(broker: str, topic: str, ids: list[str], timeout: float = 10.0, *,

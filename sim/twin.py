@@ -180,8 +180,7 @@ def _karabo_up(twin: Twin, hosts: dict[str, hostmod.TwinHost]) -> None:
                                   topic=twin.topics[instrument], twin_dir=twin.dir)
         twin.karabo_dirs += [str(d) for d in dirs]
         all_dirs += dirs
-        expected += [f"{twin.topics[instrument]} {dev}" for plan in layout.installs
-                     for spec in plan.servers for dev in spec.devices]
+        expected += [f"{twin.topics[instrument]} {dev}" for dev in layout.device_ids]
     twin.save()
     _start_installations(twin, all_dirs)
     twin.timings["karabo_s"] = round(time.monotonic() - t0, 2)

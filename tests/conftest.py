@@ -12,6 +12,30 @@ from engine.inventory import Inventory, load_site
 from engine.loader import Catalog, load_catalog
 from engine.registry import Registry
 
+# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`).  The twin's modules
+# come in two fixed groups, each run in file order on one worker and its own session twin,
+# so that the order of faults on a twin is the same in every run; any other file is a group
+# of its own.  Groups balanced by the durations of one run (`--durations=0`).
+TWIN_GROUPS = {
+    "twin-a": ("test_diagnose_e2e.py", "test_faults_11_2.py", "test_faults_11_4.py",
+               "test_faults_11_5_7.py", "test_twin_ssh.py"),
+    "twin-b": ("test_faults_10.py", "test_faults_11_1.py", "test_faults_11_3.py",
+               "test_restart_online.py", "test_twin_hosts.py", "test_twin_karabo.py"),
+}
+_GROUP_OF = {f"tests/twin/{name}": group for group, names in TWIN_GROUPS.items()
+             for name in names}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its xdist group; the twin groups go first (the longest work)."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers
+        return
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(_GROUP_OF.get(path, path)))
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in _GROUP_OF)
+
 
 @pytest.fixture
 def write_runbook(tmp_path: Path) -> Callable[[str, str], Path]:

@@ -79,8 +79,8 @@ def run_actions(broker: str, topic: str, actions: Sequence[dict[str, Any]],
                 timeout: float = 60.0) -> list[Any]:
     """Apply ``actions`` through Karabo in a subprocess; returns one result per action.
 
-    An action is ``{"device": id, "set": {key: value}}``, ``{"device": id, "call": slot}``
-    or ``{"device": id, "get": [keys]}``.
+    An action is ``{"device": id, "set": {key: value}}``, ``{"device": id, "call": slot}``,
+    ``{"device": id, "get": [keys]}``, or ``{"missing": [ids]}`` (those not answering).
     """
     if _started == (broker, topic):
         try:
@@ -121,6 +121,9 @@ def _apply(actions: Sequence[dict[str, Any]], timeout: float) -> list[Any]:
 
     results: list[Any] = []
     for action in actions:
+        if "missing" in action:
+            results.append(_missing(action["missing"]))
+            continue
         device = proxy(action["device"])
         if not isAlive(device):  # as a new connection would: no last values of the dead
             raise KaraboClientError(f"device {action['device']} is not running")
@@ -136,6 +139,24 @@ def _apply(actions: Sequence[dict[str, Any]], timeout: float) -> list[Any]:
         else:
             raise KaraboClientError(f"unknown action {action}")
     return results
+
+
+def _missing(ids: Sequence[str]) -> list[str]:
+    """Those of ``ids`` that do not answer: not in this client's topology, nor a ping (a
+    client that has just started may not have heard of every device yet)."""
+    from karabo.middlelayer.cli import getDevices, getInstanceInfo
+    from karabo.native import KaraboError
+
+    known = set(getDevices())
+    out = []
+    for device in ids:
+        if device in known:
+            continue
+        try:
+            getInstanceInfo(device, timeout=1.0)
+        except (TimeoutError, KaraboError):
+            out.append(device)
+    return out
 
 
 def _main() -> int:

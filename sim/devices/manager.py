@@ -176,6 +176,9 @@ class TwinInit(TwinDevice):
             if got["state"] == "ERROR":
                 self.state = State.ERROR
                 return
+            if got["state"] == "PASSIVE":  # reset meanwhile (3.6): the start was abandoned
+                self.state = State.ON
+                return
 
 
 class TwinAppender(TwinDevice):

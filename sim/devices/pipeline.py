@@ -174,6 +174,8 @@ class TwinCorrection(TwinDevice):
         background(self._initialize())
 
     async def _initialize(self) -> None:
+        # Slots answer as soon as the device is in the topology, before `setup` has run.
+        self.gpuAvailable = cuda_on_path()
         if self.gpuAvailable.value:
             await asyncio.sleep(0.5)
         else:

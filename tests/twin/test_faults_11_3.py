@@ -1,7 +1,9 @@
 """11.3: calibration constants are not loaded.
 
 Each fault test injects the cause once, asserts the documented symptom, runs the
-`constants-not-loaded` diagnosis as an operator would, and heals once.
+`constants-not-loaded` diagnosis as an operator would, and heals once: the cause removed,
+the detector stopped, and no server restart (the next start pipeline resets the stuck
+devices, 3.6).
 """
 
 from __future__ import annotations
@@ -13,11 +15,10 @@ from tests.twin._kit import (
     IDS,
     dev,
     diagnose,
-    heal,
+    heal_idle,
     holds_for,
     inject,
     log_of,
-    restart_servers,
     stop_detector,
     stuck_loading,
     wait,
@@ -56,8 +57,7 @@ def test_caldb_remote_down_leaves_constants_unloaded_11_3(spb, host):
         assert greps["spbonc@spb-br-sys-cal-4"] == "fail", greps
         assert _ids(found) == {"caldb-server-down"}
     finally:
-        heal(spb, "SPB")
-    restart_servers()
+        heal_idle(spb)
 
 
 @pytest.mark.parametrize(("none_at", "parameter", "value"), [
@@ -79,8 +79,7 @@ def test_condition_left_at_none_matches_no_constant_11_3(spb, none_at, parameter
         assert found.finding("conditions-differ")["subject"] == parameter
         assert _ids(found) == {"condition-invalid", "conditions-differ"}
     finally:
-        heal(spb, "SPB")
-    restart_servers()
+        heal_idle(spb)
 
 
 def test_detector_pushing_while_constants_load_11_3(spb):
@@ -99,8 +98,7 @@ def test_detector_pushing_while_constants_load_11_3(spb):
         assert found.step("load-interrupted")["outcome"] == "fail"
         assert _ids(found) == {"detector-pushing"}
     finally:
-        heal(spb, "SPB")
-    restart_servers()
+        heal_idle(spb)
 
 
 def test_running_pipeline_has_its_constants_11_3(running):
