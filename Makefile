@@ -37,7 +37,7 @@ lint: venv
 	$(BIN)/mypy engine checks
 
 test: setup lint
-	$(BIN)/pytest -q -ra -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -q -ra -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 test-quick: venv
 	$(BIN)/pytest -q -m "not twin and not postgres and not slow" $(PYTEST_ARGS)

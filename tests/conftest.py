@@ -12,10 +12,11 @@ from engine.inventory import Inventory, load_site
 from engine.loader import Catalog, load_catalog
 from engine.registry import Registry
 
-# `make test` runs two pytest-xdist workers (`-n 2 --dist loadgroup`).  The twin's modules
-# come in two fixed groups, each run in file order on one worker and its own session twin,
-# so that the order of faults on a twin is the same in every run; any other file is a group
-# of its own.  Groups balanced by the durations of one run (`--durations=0`).
+# `make test` runs three pytest-xdist workers (`-n 3 --dist loadgroup`) on two cores: the
+# twin's tests mostly wait for devices.  The twin's modules come in two fixed groups, each
+# run in file order on one worker with its own session twin, so that the order of faults
+# on a twin is the same in every run; any other file is a group of its own, run by
+# whichever worker is free.  Groups balanced by one run's `--durations=0`.
 TWIN_GROUPS = {
     "twin-a": ("test_diagnose_e2e.py", "test_faults_11_2.py", "test_faults_11_4.py",
                "test_faults_11_5_7.py", "test_twin_ssh.py"),

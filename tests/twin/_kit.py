@@ -7,6 +7,7 @@ The iKarabo client lives in the pytest process (one topic per process); `diagnos
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -45,9 +46,17 @@ def dev(role: str, index: int | None = None):
 
 
 def wait(condition, timeout: float = 60.0) -> None:
+    """Karabo's waitUntil; a timeout fails the test naming the condition's source."""
     from karabo.middlelayer.cli import waitUntil
 
-    waitUntil(condition, timeout=timeout)
+    try:
+        waitUntil(condition, timeout=timeout)
+    except TimeoutError:
+        try:
+            what = inspect.getsource(condition).strip()
+        except (OSError, TypeError):
+            what = repr(condition)
+        raise AssertionError(f"not within {timeout:g} s: {what}") from None
 
 
 def holds_for(condition, seconds: float) -> bool:
@@ -122,8 +131,9 @@ def stalls_at(expected: str) -> None:
     wait(lambda: restart.state != State.CHANGING, 120)
     restart.restart()
     wait(lambda: str(restart.status) == expected, 60)
+    # Stalled, not slow: the status stays through two of RESTART's retries (every 2 s).
     assert holds_for(lambda: restart.state == State.CHANGING
-                     and str(restart.status) == expected, 6.0)
+                     and str(restart.status) == expected, 4.5)
 
 
 def stop_detector() -> None:
@@ -185,10 +195,10 @@ class Diagnosis:
                              f"{[s['id'] for s in self.steps]}")
 
 
-def diagnose(tree: str, instrument: str = "SPB", *params: str,
+def diagnose(tree: str, instrument: str = "SPB", *params: str, site: str = "sim",
              timeout: float = 300.0) -> Diagnosis:
     """`runbook diagnose <tree> --site sim --instrument X --format json [-p k=v ...]`."""
-    argv = [str(Path(sys.executable).parent / "runbook"), "diagnose", tree, "--site", "sim",
+    argv = [str(Path(sys.executable).parent / "runbook"), "diagnose", tree, "--site", site,
             "--instrument", instrument, "--format", "json"]
     for p in params:
         argv += ["-p", p]

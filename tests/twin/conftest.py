@@ -1,7 +1,7 @@
 """Fixtures for tests that drive the facility twin through its real interfaces.
 
-`twin`: one twin for the whole session (SPB; Karabo too when twin-karabo's modules are
-present), in a folder under pytest's tmp, with a unique topic prefix, and
+`twin`: one twin for the whole session (per pytest-xdist worker; SPB, with Karabo when
+its modules are present), in a folder under pytest's tmp, with a unique topic prefix, and
 RUNBOOK_SIM_DIR / RUNBOOK_INVENTORY_PATH / RUNBOOK_TWIN_HOSTS pointing at it.
 `twin_factory`: fresh twins for tests that change what they get (faults, down); each is
 stopped at the end of its test.

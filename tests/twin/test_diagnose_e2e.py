@@ -10,10 +10,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -125,19 +122,22 @@ def _port_open(url: str) -> bool:
         return s.connect_ex((where.hostname or "127.0.0.1", where.port or 5672)) == 0
 
 
-def test_stopped_broker_gives_unknowns_not_findings_10_2(twin_factory):
-    fresh = twin_factory()
-    for proc in [p for p in fresh.procs if p.name == "broker"]:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)  # the node's group (and epmd's), by PID
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + 30
-    while _port_open(str(fresh.broker_url)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _port_open(str(fresh.broker_url))
-    assert os.environ["RUNBOOK_SIM_DIR"] == str(fresh.dir)
-    d = diagnose("no-online-data")
+def test_stopped_broker_gives_unknowns_not_findings_10_2(spb, tmp_path, monkeypatch):
+    """The twin's SPB site with a broker that ran and was stopped (started here, beside
+    the session twin, so that no whole twin starts for it)."""
+    from sim.broker import Broker, free_port
+
+    broker = Broker.start(tmp_path, port=free_port())
+    url = broker.url
+    broker.stop()  # by PID: the node's group, then its epmd
+    assert not _port_open(url)
+    site = tmp_path / "sites" / "stopped" / "site.yaml"
+    site.parent.mkdir(parents=True)
+    site.write_text(f"site: stopped\nextends: sim\ntransport:\n  karabo:\n"
+                    f"    broker: \"{url}\"\ninstruments:\n  SPB:\n    karabo:\n"
+                    f"      broker: \"{url}\"\n")
+    monkeypatch.setenv("RUNBOOK_INVENTORY_PATH", str(tmp_path / "sites"))
+    d = diagnose("no-online-data", site="stopped")
     assert d.code == 2 and d.findings == []
     checks = [s for s in d.steps if s["kind"] == "check"]
     assert checks and all(s["outcome"] == "unknown" for s in checks), checks
