@@ -373,16 +373,7 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
     actions.append({"device": ids["restart"], "set": {
         "webserverTemplate": "http://{host}:8080", "omitFromRestart": "webserver"}})
     actions.append({"device": ids["gui_server"], "set": {"networkFault": ""}})
-    conditions = [{"parameter": k, "value": v} for k, v in ins.conditions]
-    actions.append({"device": ids["cal_manager"], "set": {
-        "operatingConditions": conditions, "initTimeout": INIT_TIMEOUT_S}})
-    for appender in ("raw_appender", "corrected_appender"):
-        actions.append({"device": ids[appender], "set": {"minModules": MODULES}})
-    for splitter, corr in zip(ids["splitters"], ids["corrections"], strict=True):
-        actions.append({"device": corr, "set": {"dataInput": f"{splitter}:gpu"}})
-    # A device not running now starts from the layout's configuration: nothing to put back.
-    gone = set(ctx.act({"missing": ctx.layout.device_ids})[0])
-    ctx.act(*[a for a in actions if a["device"] not in gone])
+    ctx.act(*actions, *_pipeline_settings(ctx))
     _wait("the detector to be powered again",
           lambda: ctx.get(ids["detector"], "state")["state"] != "OFF")
     states = ctx.act(*[{"device": a, "get": ["state"]} for a in ids["aggregators"]])
@@ -390,3 +381,38 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
               if s["state"] == "ERROR"]
     if errors:
         ctx.act(*[{"device": a, "call": "reset"} for a in errors])
+
+
+def _pipeline_settings(ctx: _Ctx) -> list[dict[str, Any]]:
+    """Set-actions for the pipeline's settings that faults change and that differ now.
+
+    Only differing ones: a RESTART may be killing these servers meanwhile (11.1), and a
+    write to a dying device waits for its timeout.  A device not running now starts from
+    the layout's configuration: nothing to put back there.
+    """
+    ids, ins = ctx.ids, ctx.layout.instrument
+    wanted: dict[str, dict[str, Any]] = {
+        ids["cal_manager"]: {
+            "operatingConditions": [{"parameter": k, "value": v} for k, v in ins.conditions],
+            "initTimeout": INIT_TIMEOUT_S},
+        ids["raw_appender"]: {"minModules": MODULES},
+        ids["corrected_appender"]: {"minModules": MODULES}}
+    for splitter, corr in zip(ids["splitters"], ids["corrections"], strict=True):
+        wanted[corr] = {"dataInput": f"{splitter}:gpu"}
+    gone = set(ctx.act({"missing": list(wanted)})[0])
+    devices = [d for d in wanted if d not in gone]
+    now = ctx.act(*[{"device": d, "get": list(wanted[d])} for d in devices])
+    actions = []
+    for device, values in zip(devices, now, strict=True):
+        differ = {k: v for k, v in wanted[device].items() if _plain(values[k]) != _plain(v)}
+        if differ:
+            actions.append({"device": device, "set": differ})
+    return actions
+
+
+def _plain(value: Any) -> Any:
+    """A table as rows of strings, whether given as dicts or read back as tuples."""
+    if isinstance(value, list) and value and isinstance(value[0], (dict, list, tuple)):
+        return [tuple(str(x) for x in (row.values() if isinstance(row, dict) else row))
+                for row in value]
+    return value

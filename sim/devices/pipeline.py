@@ -169,6 +169,7 @@ class TwinCorrection(TwinDevice):
 
     @Slot(displayedName="Initialize", allowedStates=[State.INIT, State.ON, State.ACTIVE])
     async def initialize(self) -> None:
+        self.outputRate = 0.0
         self.state = State.CHANGING
         self.status = "Initializing"
         background(self._initialize())
@@ -192,6 +193,7 @@ class TwinCorrection(TwinDevice):
     async def reset(self) -> None:
         self._loading = False
         self._backlog_ms = 0.0
+        self.outputRate = 0.0  # at once: a MEDIUM GAIN ADJUST must not count stale output
         self.state = State.ON
         self.status = "Reset"
 
