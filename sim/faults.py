@@ -353,7 +353,7 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
             continue
         kenv.svc(karabo, "-u", *texts)
         if changed:
-            kenv.svc(karabo, "-t", *changed)
+            _restart_services(karabo, changed)
     ids = ctx.ids
     ins = ctx.layout.instrument
     _wait("the DAQ server", lambda: _answers(ctx, ids["detector"]), timeout=40.0)
@@ -381,6 +381,15 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
               if s["state"] == "ERROR"]
     if errors:
         ctx.act(*[{"device": a, "call": "reset"} for a in errors])
+
+
+def _restart_services(karabo: Path, services: list[str]) -> None:
+    """svc -t, and wait until each runs as a new process: until then its old devices may
+    still answer, and a wait for every device would pass before they go."""
+    old = {s: kenv.service_pid(karabo, s) for s in services}
+    kenv.svc(karabo, "-t", *services)
+    _wait(f"{', '.join(services)} to restart", lambda: all(
+        kenv.service_pid(karabo, s) not in (None, old[s]) for s in services), timeout=30.0)
 
 
 def _pipeline_settings(ctx: _Ctx) -> list[dict[str, Any]]:

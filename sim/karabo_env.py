@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -264,6 +265,15 @@ def service_up(karabo: Path, service: str) -> bool:
     res = subprocess.run([str(VENV_BIN / "svstat"), str(path)], capture_output=True,
                          text=True, timeout=10)
     return res.stdout.startswith(f"{path}: up")
+
+
+def service_pid(karabo: Path, service: str) -> int | None:
+    """The PID svstat shows for the service (``<dir>: up (pid 123) 4 seconds``), if up."""
+    path = karabo / "var" / "service" / service
+    res = subprocess.run([str(VENV_BIN / "svstat"), str(path)], capture_output=True,
+                         text=True, timeout=10)
+    found = re.match(rf"{re.escape(str(path))}: up \(pid (\d+)\)", res.stdout)
+    return int(found.group(1)) if found else None
 
 
 def supervised(karabo: Path, service: str) -> bool:

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -117,7 +118,7 @@ def proxy(device_id: str, timeout: float = 10.0) -> Any:
 
 
 def _apply(actions: Sequence[dict[str, Any]], timeout: float) -> list[Any]:
-    from karabo.middlelayer.cli import execute, isAlive, setWait
+    from karabo.middlelayer.cli import execute, setWait
 
     results: list[Any] = []
     for action in actions:
@@ -125,7 +126,7 @@ def _apply(actions: Sequence[dict[str, Any]], timeout: float) -> list[Any]:
             results.append(_missing(action["missing"]))
             continue
         device = proxy(action["device"])
-        if not isAlive(device):  # as a new connection would: no last values of the dead
+        if not _alive(device):  # as a new connection would: no last values of the dead
             raise KaraboClientError(f"device {action['device']} is not running")
         if "set" in action:
             setWait(device, timeout=timeout,
@@ -141,15 +142,32 @@ def _apply(actions: Sequence[dict[str, Any]], timeout: float) -> list[Any]:
     return results
 
 
+def _alive(device: Any, grace: float = 5.0) -> bool:
+    """A proxy is dead from its device's instanceGone until it has reconnected to the new
+    instance, a moment after the topology lists that instance: wait that moment out."""
+    from karabo.middlelayer.cli import isAlive
+
+    end = time.monotonic() + grace
+    while not isAlive(device):
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _missing(ids: Sequence[str]) -> list[str]:
     """Those of ``ids`` that do not answer: not in this client's topology, nor a ping (a
-    client that has just started may not have heard of every device yet)."""
-    from karabo.middlelayer.cli import getDevices, getInstanceInfo
+    client that has just started may not have heard of every device yet), or whose proxy
+    here has not reconnected since its server restarted."""
+    from karabo.middlelayer.cli import getDevices, getInstanceInfo, isAlive
     from karabo.native import KaraboError
 
     known = set(getDevices())
     out = []
     for device in ids:
+        if device in _proxies and not isAlive(_proxies[device]):
+            out.append(device)
+            continue
         if device in known:
             continue
         try:
