@@ -217,10 +217,10 @@ def _start_installations(twin: Twin, dirs: Sequence[Path]) -> None:
 
 
 _PROBE = """
-import sys, time
-from karabo.middlelayer.ikarabo import start_device_client
+import os, sys, time
+from sim.devices.client import ensure_client  # with the fix for Karabo's start race
 from karabo.middlelayer import getDevices
-start_device_client()
+ensure_client(os.environ["KARABO_BROKER"], os.environ["KARABO_BROKER_TOPIC"])
 want = set(sys.argv[2:])
 deadline = time.monotonic() + float(sys.argv[1])
 while time.monotonic() < deadline:
@@ -257,6 +257,9 @@ def _wait_devices(twin: Twin, expected: Sequence[str], timeout: float = 90.0) ->
             raise TwinError(f"the device probe for {topic} hung; see {log}") from exc
         with open(log, "a") as out:
             out.write(res.stdout + res.stderr)
+        if res.returncode != 0 and "missing:" not in res.stdout:
+            raise TwinError(f"the device probe for {topic} failed: "
+                            f"{(res.stdout + res.stderr).strip()[-500:]} (see {log})")
         if res.returncode != 0:
             raise TwinError(f"devices of {topic} did not all answer within {timeout:g} s: "
                             f"{res.stdout.strip()[-500:]} (see {log} and {twin.dir}/hosts/"
