@@ -159,19 +159,17 @@ def _alive(device: Any, grace: float = 5.0) -> bool:
 
 
 def _missing(ids: Sequence[str]) -> list[str]:
-    """Those of ``ids`` that do not answer: not in this client's topology, nor a ping (a
-    client that has just started may not have heard of every device yet), or whose proxy
-    here has not reconnected since its server restarted."""
-    from karabo.middlelayer.cli import getDevices, getInstanceInfo, isAlive
+    """Those of ``ids`` that do not answer a ping now, or whose proxy here has not
+    reconnected since its server restarted.  The topology is no witness: a server killed
+    with SIGKILL (RESTART's ``karabo-kill -k``) leaves its devices listed until their
+    heartbeats time out, and a call to one of them then dies with the new instance."""
+    from karabo.middlelayer.cli import getInstanceInfo, isAlive
     from karabo.native import KaraboError
 
-    known = set(getDevices())
     out = []
     for device in ids:
         if device in _proxies and not isAlive(_proxies[device]):
             out.append(device)
-            continue
-        if device in known:
             continue
         try:
             getInstanceInfo(device, timeout=1.0)
