@@ -5,7 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_STAMP := .venv-apt
-APT_PACKAGES := rabbitmq-server postgresql munge slurmctld slurmd slurm-client
+# chromium: the dashboard's browser test (Playwright drives Debian's build); pango: WeasyPrint;
+# poppler-utils: the tests read the PDF reports back (pdftotext).
+APT_PACKAGES := rabbitmq-server postgresql munge slurmctld slurmd slurm-client \
+  chromium libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core poppler-utils
 PYTEST_ARGS ?=
 
 .PHONY: setup system venv test test-quick lint demo bench clean

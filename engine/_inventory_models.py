@@ -89,10 +89,41 @@ class KaraboTransport(_Model):
 
 
 class SmtpTransport(_Model):
+    """The mail relay. `host: null` means that this site sends no mail.
+
+    Credentials never sit in a site file, which is committed and shared: `password_env`
+    names an environment variable and `password_file` a file that hold the password, and
+    both are read only when a message is sent (`engine.notify`). A `password:` key is
+    refused with a message saying so.
+    """
+
     host: str | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 25
+    security: Literal["plain", "starttls", "ssl"] = "starttls"
     sender: Mail = "det-support@xfel.eu"
     timeout: Annotated[float, Field(gt=0)] = 10
+    user: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    cafile: str | None = None
+    password: None = Field(default=None, exclude=True, repr=False)
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _no_password(cls, value: Any) -> None:
+        raise ValueError("a password is never written into a site file: name an "
+                         "environment variable with password_env, or a file with "
+                         "password_file")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SmtpTransport:
+        if self.password_env and self.password_file:
+            raise ValueError("password_env and password_file both set: choose one")
+        if self.user is None and (self.password_env or self.password_file):
+            raise ValueError("password_env or password_file is set without user")
+        if self.user is not None and not (self.password_env or self.password_file):
+            raise ValueError(f"user '{self.user}' needs password_env or password_file")
+        return self
 
 
 CaldbSettings = dict[str, Any]

@@ -10,13 +10,12 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
-    from rich.console import Console
 
     from .inventory import Inventory
     from .loader import Catalog
@@ -24,7 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main", "EXIT_OK", "EXIT_FINDINGS", "EXIT_UNKNOWN", "EXIT_USAGE"]
 
-EXIT_OK, EXIT_FINDINGS, EXIT_UNKNOWN, EXIT_USAGE = 0, 1, 2, 3
+from ._cli_common import EXIT_FINDINGS, EXIT_OK, EXIT_UNKNOWN, EXIT_USAGE
+from ._cli_common import console as _console
+from ._cli_common import fail as _fail
+from ._cli_common import guard as _guard
+from ._cli_ops import register as register_ops
 
 
 class _Group(TyperGroup):
@@ -58,6 +61,15 @@ class Fmt(StrEnum):
     text = "text"
     json = "json"
     markdown = "markdown"
+    html = "html"
+    pdf = "pdf"
+
+
+class DocFmt(StrEnum):
+    """Plans and coverage: a table for people, JSON for tools."""
+
+    text = "text"
+    json = "json"
 
 
 class GraphFmt(StrEnum):
@@ -69,30 +81,6 @@ SiteOpt = Annotated[str | None, typer.Option("--site", help="Site name (or $RUNB
 InstrOpt = Annotated[str | None, typer.Option("--instrument", "-i", help="e.g. SPB")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE")]
 PathsOpt = Annotated[list[Path] | None, typer.Option("--runbooks", help="Runbook folders.")]
-
-
-def _console() -> Console:
-    from rich.console import Console
-    return Console(highlight=False, soft_wrap=False)
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(message, err=True)
-    raise typer.Exit(EXIT_USAGE)
-
-
-def _guard(fn: Any) -> Any:
-    """Turn a user's mistake (a RunbookError) into its message and exit 3, no traceback."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .errors import RunbookError
-        try:
-            return fn(*args, **kwargs)
-        except RunbookError as exc:
-            _fail(str(exc))
-    return wrapper
 
 
 def _registry() -> Registry:
@@ -237,26 +225,56 @@ def inventory_cmd(instrument: InstrOpt = None, site: SiteOpt = None) -> None:
     _console().print(root)
 
 
+def _store() -> Any:
+    """The state file, or None with a warning: a diagnosis must work on a read-only home."""
+    from .errors import RunbookError
+    from .store import Store
+    try:
+        return Store.open()
+    except RunbookError as exc:
+        typer.echo(f"warning: not recorded: {exc}", err=True)
+        return None
+
+
 def _walk(mode: str, runbook_id: str, instrument: str | None, site: str | None,
           param: list[str] | None, runbooks: list[Path] | None, **kw: Any) -> Any:
-    from .walk import Walker
+    from .runs import Session, walk
     catalog = _catalog(runbooks)
     inv = _inventory(site)
     params = _params(param, instrument)
     instrument = _with_instrument(catalog, runbook_id, params, instrument, inv)
-    walker = Walker(catalog, _registry(), inv, mode=mode,  # type: ignore[arg-type]
-                    instrument=instrument, confirm=_confirm, say=typer.echo, **kw)
-    return catalog, inv, params, walker.walk(runbook_id, params)
+    session = Session(catalog, _registry(), inv)
+    report, _ = walk(session, mode, runbook_id, params,  # type: ignore[arg-type]
+                     instrument=instrument, confirm=_confirm, say=typer.echo,
+                     store=_store() if mode != "plan" else None, **kw)
+    return catalog, inv, params, report
 
 
-def _emit(report: Any, fmt: Fmt, title: str) -> None:
-    from . import render
-    if fmt == Fmt.json:
-        typer.echo(render.to_json(report), nl=False)
-    elif fmt == Fmt.markdown:
-        typer.echo(render.to_markdown(report), nl=False)
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="Write the report to this file (needed for --format pdf).")]
+
+
+def _emit(report: Any, fmt: Fmt, title: str, output: Path | None = None) -> None:
+    from . import report as forms
+    if fmt == Fmt.text:
+        if output is not None:
+            _fail("--output wants --format markdown, html, json or pdf")
+        forms.print_report(report, _console(), title)
+        return
+    if fmt == Fmt.pdf:
+        if output is None:
+            _fail("--format pdf needs --output FILE")
+        output.write_bytes(forms.to_pdf(report, title))
+        typer.echo(f"report written to {output}", err=True)
+        return
+    text = {Fmt.json: lambda: forms.to_json(report),
+            Fmt.markdown: lambda: forms.to_markdown(report, title),
+            Fmt.html: lambda: forms.to_html(report, title)}[fmt]()
+    if output is None:
+        typer.echo(text, nl=False)
     else:
-        render.print_report(report, _console(), title)
+        output.write_text(text)
+        typer.echo(f"report written to {output}", err=True)
 
 
 @app.command()
@@ -265,11 +283,11 @@ def diagnose(runbook_id: str, instrument: InstrOpt = None, site: SiteOpt = None,
              param: ParamOpt = None,
              fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
              concurrency: Annotated[int, typer.Option(min=1, max=1024)] = 32,
-             runbooks: PathsOpt = None) -> None:
+             output: OutputOpt = None, runbooks: PathsOpt = None) -> None:
     """Run a troubleshooting tree's read-only checks and report the findings."""
     catalog, _, _, report = _walk("diagnose", runbook_id, instrument, site, param, runbooks,
                                   concurrency=concurrency)
-    _emit(report, fmt, f"{catalog.get(runbook_id).runbook.title} [{runbook_id}]")
+    _emit(report, fmt, f"{catalog.get(runbook_id).runbook.title} [{runbook_id}]", output)
     raise typer.Exit(report.exit_code)
 
 
@@ -278,23 +296,23 @@ def diagnose(runbook_id: str, instrument: InstrOpt = None, site: SiteOpt = None,
 def plan(runbook_id: str, instrument: InstrOpt = None, site: SiteOpt = None,
          param: ParamOpt = None, probe: bool = False,
          output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
-         fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
+         fmt: Annotated[DocFmt, typer.Option("--format", "-f")] = DocFmt.text,
          runbooks: PathsOpt = None) -> None:
     """Resolve every step (hosts, commands, slots), change nothing, save the plan."""
     import json
 
-    from . import render
     from .plan import fingerprints, plan_document, save_plan
+    from .report import print_plan
     catalog, inv, params, report = _walk("plan", runbook_id, instrument, site, param,
                                          runbooks, probe=probe)
     doc = plan_document(report, fingerprints(catalog, inv, runbook_id, report.params,
                                              report.instrument))
     if output is not None:
         save_plan(doc, output)
-    if fmt == Fmt.json:
+    if fmt == DocFmt.json:
         typer.echo(json.dumps(doc, indent=2, default=str))
     else:
-        render.print_plan(doc, _console())
+        print_plan(doc, _console())
         if output is not None:
             typer.echo(f"plan saved to {output}; run it with: runbook run --plan {output}")
 
@@ -307,7 +325,7 @@ def run(runbook_id: Annotated[str | None, typer.Argument()] = None,
         yes: Annotated[bool, typer.Option("--yes", "-y",
                                           help="Do not ask before danger steps.")] = False,
         fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
-        runbooks: PathsOpt = None) -> None:
+        output: OutputOpt = None, runbooks: PathsOpt = None) -> None:
     """Execute a procedure, asking before danger and manual steps."""
     from .plan import fingerprints, load_plan, verify_plan
     params_list = param
@@ -323,7 +341,7 @@ def run(runbook_id: Annotated[str | None, typer.Argument()] = None,
         _fail("name a runbook or give --plan FILE")
     catalog, _, _, report = _walk("run", runbook_id, instrument, site, params_list, runbooks,
                                   yes=yes)
-    _emit(report, fmt, f"Run of {runbook_id}")
+    _emit(report, fmt, f"Run of {runbook_id}", output)
     raise typer.Exit(report.exit_code)
 
 
@@ -331,7 +349,7 @@ def run(runbook_id: Annotated[str | None, typer.Argument()] = None,
 @_guard
 def coverage(sections: Annotated[str | None, typer.Option(
                  help="Comma-separated section prefixes, e.g. 1,2,3,6,10,11")] = None,
-             fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
+             fmt: Annotated[DocFmt, typer.Option("--format", "-f")] = DocFmt.text,
              runbooks: PathsOpt = None) -> None:
     """Which runbook step covers each actionable bullet of the guidelines."""
     import json
@@ -340,7 +358,7 @@ def coverage(sections: Annotated[str | None, typer.Option(
     from .coverage import coverage_json, render_coverage
     selected = [s.strip() for s in sections.split(",") if s.strip()] if sections else None
     report = measure(_catalog(runbooks, strict=False), sections=selected)
-    if fmt == Fmt.json:
+    if fmt == DocFmt.json:
         typer.echo(json.dumps(coverage_json(report), indent=2))
     else:
         render_coverage(report, _console())
@@ -367,6 +385,7 @@ def _mount_optional() -> None:
 
 
 _mount_optional()
+register_ops(app)
 
 
 def main() -> None:

@@ -12,7 +12,10 @@ two files is an error naming both places). The format, all keys optional unless 
             concurrency: 32}       # relative paths: against the file that sets them
       karabo: {broker: null, timeout: 10}   # broker set: replaces every instrument's
       caldb: {...}                 # free-form, read by the caldb transport
-      smtp: {host: null, port: 25, sender: det-support@xfel.eu, timeout: 10}
+      smtp: {host: null, port: 25, security: starttls, sender: det-support@xfel.eu,
+             timeout: 10, user: null, password_env: null, password_file: null,
+             cafile: null}       # host null: no mail; security: plain | starttls | ssl;
+                                 # the password only by env var or file, never here
     vars: {}                        # site-wide variables
     hosts:                          # per-host variables; keys may be host ranges
       max-exfl016: {vars: {}, assumed: [], note: ""}
@@ -61,6 +64,7 @@ import pydantic
 from ._inventory_models import Detector, Devices, Group, Instrument, KaraboEndpoint, Site
 from ._yaml import Positions, did_you_mean, load_yaml, problem, pydantic_problems
 from .errors import RunbookError, ValidationError
+from .redact import secret_values
 
 __all__ = [
     "DEFAULT_SITE",
@@ -81,7 +85,7 @@ __all__ = [
 
 DEFAULT_SITE = "xfel"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_SSH_PATHS = ("config", "known_hosts", "identity")
+_PATHS = {"ssh": ("config", "known_hosts", "identity"), "smtp": ("cafile", "password_file")}
 _Key = tuple[str | int, ...]
 
 
@@ -182,7 +186,7 @@ def _read_folder(name: str, folder: Path) -> _Loaded:
             what = "is empty" if doc is None else f"holds a {type(doc).__name__}"
             problems.append(problem(pos[()], f"file {what}; a site file holds a mapping"))
             continue
-        _resolve_ssh_paths(doc, path.parent)
+        _resolve_paths(doc, path.parent)
         if not positions:
             positions[()] = pos[()]
         _merge(raw, positions, doc, pos, (), problems)
@@ -198,15 +202,17 @@ def _read_folder(name: str, folder: Path) -> _Loaded:
     return _Loaded(raw, positions, files)
 
 
-def _resolve_ssh_paths(doc: dict[str, Any], folder: Path) -> None:
-    """Make relative ssh paths absolute against the file's folder, so overlays move."""
-    ssh = doc.get("transport", {}).get("ssh") if isinstance(doc.get("transport"), dict) else None
-    if not isinstance(ssh, dict):
-        return
-    for key in _SSH_PATHS:
-        value = ssh.get(key)
-        if isinstance(value, str) and value and not value.startswith("~"):
-            ssh[key] = str((folder / value).resolve()) if not Path(value).is_absolute() else value
+def _resolve_paths(doc: dict[str, Any], folder: Path) -> None:
+    """Make relative transport paths absolute against the file's folder, so overlays move."""
+    transport = doc.get("transport")
+    for section, keys in _PATHS.items():
+        body = transport.get(section) if isinstance(transport, dict) else None
+        if not isinstance(body, dict):
+            continue
+        for key in keys:
+            value = body.get(key)
+            if isinstance(value, str) and value and not value.startswith("~"):
+                body[key] = value if Path(value).is_absolute() else str((folder / value).resolve())
 
 
 def _load_tree(name: str, sites: dict[str, Path], chain: tuple[str, ...]) -> _Loaded:
@@ -403,6 +409,22 @@ class Inventory:
             ctx["vars"] = {**site["vars"], **body["vars"]}
         plain: dict[str, Any] = _json_plain(ctx)
         return plain
+
+    def secrets(self) -> set[str]:
+        """What `engine.redact` masks: values under secret-looking keys, and the SMTP
+        password that the site points at in the environment or a file."""
+        found = secret_values(self.site.model_dump(mode="json"))
+        smtp = self.site.transport.smtp
+        env_name = getattr(smtp, "password_env", None)
+        if env_name and os.environ.get(env_name):
+            found.add(os.environ[env_name])
+        path = getattr(smtp, "password_file", None)
+        if path:
+            try:
+                found.add(Path(path).expanduser().read_text().strip())
+            except OSError:
+                pass  # sending will say so; nothing to mask if nothing can be read
+        return {s for s in found if s}
 
     def fingerprint(self) -> str:
         """sha256 of the canonical JSON of the merged, validated site (for plan hashes)."""

@@ -49,6 +49,7 @@ class StepRecord(BaseModel):
     duration: float = 0.0
     resolved: dict[str, Any] = Field(default_factory=dict)
     branch: str = ""
+    at: float | None = None
 
 
 class Finding(BaseModel):
@@ -84,6 +85,8 @@ class Report(BaseModel):
     findings: list[Finding] = Field(default_factory=list)
     unknowns: list[Unknown] = Field(default_factory=list)
     aborted: str | None = None
+    started: float | None = None
+    finished: float | None = None
 
     @property
     def exit_code(self) -> int:

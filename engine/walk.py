@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticError
 
 from .context import Context, Resources
 from .errors import RunbookError, ValidationError
+from .redact import redact
 from .registry import Entry, Registry, mutations_allowed
 from .result import Finding, Report, Result, StepRecord, Unknown
 from .spec import (
@@ -173,7 +174,7 @@ class Walker:
         resolved = resolve_params(lr, params)
         base = self.inventory.context(self.instrument)
         self.report = Report(runbook=runbook_id, mode=self.mode, instrument=self.instrument,
-                             site=base["site"]["name"], params=resolved)
+                             site=base["site"]["name"], params=resolved, started=time.time())
         scope = _Scope(lr, {**base, "params": resolved}, runbook_id,
                        seen=set() if self.mode == "plan" else None)
         token = mutations_allowed().set(self.mode == "run")
@@ -192,6 +193,10 @@ class Walker:
             mutations_allowed().reset(token)
             await asyncio.get_running_loop().run_in_executor(self._pool, self._resources.close)
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self.report.finished = time.time()
+        # Masked here, once: everything downstream (renderers, store, mail) sees no secret.
+        self.report = Report.model_validate(
+            redact(self.report.model_dump(), self.inventory.secrets()))
         return self.report
 
     def _prefetch(self, scope: _Scope) -> None:
@@ -305,6 +310,8 @@ class Walker:
 
     def _record(self, scope: _Scope, record: StepRecord) -> StepRecord:
         assert self.report is not None
+        if record.at is None:
+            record.at = time.time() - record.duration  # when the step started
         scope.trail.append(record)
         self.report.steps.append(record)
         return record
@@ -452,7 +459,8 @@ class Walker:
         wanted = [next((r for r in reversed(checks) if r.id == ref), None)
                   for ref in step.evidence] if step.evidence else checks[-1:]
         evidence = [{"step": r.id, "subject": r.subject, "outcome": r.outcome,
-                     "evidence": r.evidence, "observed": r.observed}
+                     "evidence": r.evidence, "observed": r.observed, "at": r.at,
+                     "check": r.resolved.get(r.kind), "with": r.resolved.get("with", {})}
                     for r in wanted if r is not None]
         subject = checks[-1].subject if checks else None
         record = StepRecord(id=step_id, kind="finding", source=step.source, outcome="finding",

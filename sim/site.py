@@ -71,9 +71,12 @@ def write_ssh_files(twin_dir: Path, hosts: Mapping[str, TwinHost], port: int) ->
     return paths
 
 
-def site_overlay(twin_dir: Path, broker_url: str | None, topics: Mapping[str, str]
-                 ) -> dict[str, object]:
-    """The ``sim`` site as plain data: extends ``xfel``; the overlay wins on merge."""
+def site_overlay(twin_dir: Path, broker_url: str | None, topics: Mapping[str, str],
+                 smtp_port: int | None = None) -> dict[str, object]:
+    """The ``sim`` site as plain data: extends ``xfel``; the overlay wins on merge.
+
+    With `smtp_port` the site mails the twin's sink (`sim.smtp`) on loopback, in plain
+    SMTP: the facility's relay is not named in the guidelines."""
     paths = SitePaths(twin_dir)
     keys = KeyPaths(twin_dir)
     transport: dict[str, object] = {
@@ -83,6 +86,8 @@ def site_overlay(twin_dir: Path, broker_url: str | None, topics: Mapping[str, st
             "identity": str(keys.identity),
         },
     }
+    if smtp_port is not None:
+        transport["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "security": "plain"}
     instruments: dict[str, object] = {}
     if broker_url is not None:
         transport["karabo"] = {"broker": broker_url}
@@ -101,13 +106,14 @@ def site_overlay(twin_dir: Path, broker_url: str | None, topics: Mapping[str, st
     }
 
 
-def write_site(twin_dir: Path, broker_url: str | None, topics: Mapping[str, str]) -> Path:
+def write_site(twin_dir: Path, broker_url: str | None, topics: Mapping[str, str],
+               smtp_port: int | None = None) -> Path:
     path = SitePaths(twin_dir).site
     path.parent.mkdir(parents=True, exist_ok=True)
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     buf = io.StringIO()
     buf.write("# The `sim` site, written by `runbook sim up`. Do not edit: `up` rewrites it.\n")
-    yaml.dump(site_overlay(twin_dir, broker_url, topics), buf)
+    yaml.dump(site_overlay(twin_dir, broker_url, topics, smtp_port), buf)
     path.write_text(buf.getvalue())
     return path

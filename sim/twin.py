@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim import hosts as hostmod
-from sim import procs, site, sshd
+from sim import mailbox, procs, site, sshd
 from sim.procs import Proc, TwinError
 
 __all__ = ["Twin", "TwinFactory", "INSTRUMENTS", "default_dir", "up", "down", "status",
@@ -32,6 +33,7 @@ __all__ = ["Twin", "TwinFactory", "INSTRUMENTS", "default_dir", "up", "down", "s
 INSTRUMENTS = ("SPB", "MID", "FXE", "SCS")
 REPO = Path(__file__).resolve().parents[1]
 GATEWAY_READY_S = 20.0
+SMTP_READY_S = 20.0
 
 
 def default_dir() -> Path:
@@ -47,6 +49,7 @@ class Twin:
     slot: int
     topic_prefix: str
     ssh_port: int = 22
+    smtp_port: int | None = None
     broker_url: str | None = None
     topics: dict[str, str] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
@@ -75,11 +78,16 @@ class Twin:
     def hosts_file(self) -> Path:
         return self.dir / "hosts.json"
 
+    @property
+    def mail_dir(self) -> Path:
+        """Where the SMTP sink keeps what the `sim` site mailed (read with `sim.mailbox`)."""
+        return self.dir / "mail"
+
     def save(self) -> None:
         data = {
             "dir": str(self.dir), "instruments": list(self.instruments), "slot": self.slot,
             "topic_prefix": self.topic_prefix, "ssh_port": self.ssh_port,
-            "broker_url": self.broker_url, "topics": self.topics,
+            "smtp_port": self.smtp_port, "broker_url": self.broker_url, "topics": self.topics,
             "procs": [p.to_dict() for p in self.procs], "karabo_dirs": self.karabo_dirs,
             "ns_inodes": self.ns_inodes, "timings": self.timings, "faults": self.faults,
         }
@@ -106,7 +114,7 @@ def load(twin_dir: Path) -> Twin:
     return Twin(
         dir=Path(data["dir"]), instruments=tuple(data["instruments"]), slot=data["slot"],
         topic_prefix=data["topic_prefix"], ssh_port=data["ssh_port"],
-        broker_url=data["broker_url"], topics=dict(data["topics"]),
+        smtp_port=data.get("smtp_port"), broker_url=data["broker_url"], topics=dict(data["topics"]),
         procs=[Proc.from_dict(p) for p in data["procs"]],
         karabo_dirs=list(data["karabo_dirs"]), ns_inodes=dict(data["ns_inodes"]),
         timings=dict(data["timings"]), faults=list(data.get("faults", [])),
@@ -338,6 +346,12 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
                 topics={i: f"{prefix}{i}" for i in wanted})
     twin.save()
     try:
+        # The mail sink starts first and is waited for last: its start-up overlaps the hosts'.
+        shutil.rmtree(twin.mail_dir, ignore_errors=True)
+        mailer = twin.record(procs.start(
+            [sys.executable, "-m", "sim.smtp", "--dir", str(twin.mail_dir), "--port", "0"],
+            name="smtp", log=twin_dir / "logs" / "smtp.log",
+            env={**os.environ, "PYTHONPATH": str(REPO)}))
         hosts = hostmod.allocate(twin_dir, slot, _host_specs(twin_dir, wanted))
         for host in hosts.values():
             hostmod.make_tree(host, twin_dir)
@@ -361,9 +375,12 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
         twin.ssh_port = int(sshd.read_gateway(twin_dir)["port"])  # type: ignore[call-overload]
         site.write_ssh_files(twin_dir, hosts, twin.ssh_port)
         twin.timings["sshd_s"] = round(time.monotonic() - t0, 2)
+        procs.wait_for(lambda: mailbox.server_info(twin.mail_dir) is not None,
+                       timeout=SMTP_READY_S, what="the SMTP sink", proc=mailer)
+        twin.smtp_port = mailbox.server_port(twin.mail_dir)
         if with_karabo:
             _karabo_up(twin, hosts)
-        site.write_site(twin_dir, twin.broker_url, twin.topics)
+        site.write_site(twin_dir, twin.broker_url, twin.topics, smtp_port=twin.smtp_port)
         twin.timings["up_s"] = round(time.monotonic() - t_start, 2)
         twin.save()
         if scenario is not None:
@@ -428,6 +445,7 @@ def status(twin_dir: Path | None = None) -> dict[str, object]:
         "topics": twin.topics,
         "broker": twin.broker_url,
         "ssh_port": twin.ssh_port,
+        "smtp_port": twin.smtp_port,
         "hosts": [{"name": h.name, "address": h.address, "accounts": list(h.accounts),
                    "ssh": procs.port_open(h.address, twin.ssh_port, 0.3)}
                   for h in hosts.values()],

@@ -155,7 +155,7 @@ def test_markdown_output(tmp_path):
     result = invoke("diagnose", "local-disk", "--site", "local", "-i", "LAB",
                     "-p", f"marker={tmp_path / 'absent'}", "-f", "markdown")
     assert result.exit_code == EXIT_FINDINGS
-    assert result.output.startswith("# local-disk (diagnose)")
+    assert result.output.startswith("# Local example - is data being written to a folder?")
     assert "## Findings" in result.output
 
 

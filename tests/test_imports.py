@@ -49,7 +49,7 @@ def test_layers_do_not_reach_upward(module):
 
 
 def test_engine_never_imports_the_twin_or_kernels():
-    for path in (REPO / "engine").glob("*.py"):
+    for path in (REPO / "engine").rglob("*.py"):
         names = imported(path)
         assert _hits(names, ["kernels", "numba", "fabric", "karabo"]) == [], path
         if path.name != "cli.py":  # the CLI mounts `runbook sim`, `caldb` and `dark`

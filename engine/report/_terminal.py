@@ -1,4 +1,4 @@
-"""Reports for people (a rich tree) and for machines (JSON, Markdown)."""
+"""The terminal form: the path taken as a rich tree, then findings, evidence, unknowns."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from .result import Report, StepRecord
+from ..result import Report, StepRecord
+from ._facts import call_text, evidence_head, when
 
-__all__ = ["to_json", "to_markdown", "print_report", "print_plan", "report_dict"]
+__all__ = ["print_report", "print_plan"]
 
 _STYLE = {
     "ok": ("✔", "green"), "fail": ("✘", "red"), "unknown": ("?", "yellow"),
@@ -23,17 +24,6 @@ _STYLE = {
     "confirmed": ("✔", "green"), "skipped": ("–", "dim"), "called": ("↳", "blue"),
     "expanded": ("⇉", "blue"), "exhausted": ("↺", "red"),
 }
-
-
-def report_dict(report: Report) -> dict[str, Any]:
-    """The machine form: `runbook`, `instrument`, `findings`, `unknowns`, then the steps."""
-    data = report.model_dump(mode="json")
-    data["exit_code"] = report.exit_code
-    return data
-
-
-def to_json(report: Report) -> str:
-    return json.dumps(report_dict(report), indent=2) + "\n"
 
 
 def _first_line(text: str, width: int = 100) -> str:
@@ -80,8 +70,9 @@ def _finding_panel(i: int, f: Any) -> Panel:
     meta = f"source {f.source}" + (f" · subject {f.subject}" if f.subject else "")
     body.append(Text(meta, style="dim"))
     for ev in f.evidence:
-        head = f"evidence from {ev['step']}" + (f" on {ev['subject']}" if ev["subject"] else "")
-        body.append(Text(head + ":", style="bold"))
+        body.append(Text(evidence_head(ev) + ":", style="bold"))
+        if ev.get("check"):
+            body.append(Text(call_text(ev["check"], ev.get("with")), style="cyan"))
         body.append(Text(ev["evidence"].strip()[-1500:] or "(no output)", style="white"))
     if f.remedy:
         body.append(Text.assemble(("remedy: ", "bold green"), f.remedy.strip()))
@@ -110,7 +101,8 @@ def print_report(report: Report, console: Console, title: str) -> None:
     verdict = ("[green]nothing found[/]" if not n and not n_unknown else
                f"[magenta]{n} finding(s)[/]"
                + (f", [yellow]{n_unknown} unknown(s)[/]" if n_unknown else ""))
-    console.print(f"{report.runbook} on {report.instrument or '-'} ({report.site}): {verdict}")
+    console.print(f"{report.runbook} on {report.instrument or '-'} ({report.site}, "
+                  f"{when(report.started)}): {verdict}")
 
 
 def print_plan(doc: dict[str, Any], console: Console) -> None:
@@ -138,29 +130,3 @@ def print_plan(doc: dict[str, Any], console: Console) -> None:
         table.add_row(str(i), escape(branch + s["id"]), s["kind"], s["source"],
                       escape(s.get("subject") or ""), escape(what), mark)
     console.print(table)
-
-
-def to_markdown(report: Report) -> str:
-    lines = [f"# {report.runbook} ({report.mode})", "",
-             f"- instrument: {report.instrument or '-'}", f"- site: {report.site}", ""]
-    lines += ["## Findings", ""] if report.findings else []
-    for f in report.findings:
-        lines.append(f"### {f.title}")
-        lines.append(f"- source: {f.source}" + (f"; subject: `{f.subject}`" if f.subject else ""))
-        for ev in f.evidence:
-            lines += [f"- evidence from `{ev['step']}`:", "", "```", ev["evidence"].strip(),
-                      "```", ""]
-        if f.remedy:
-            lines.append(f"- remedy: {f.remedy.strip()}")
-        if f.contact:
-            lines.append(f"- contact: {f.contact}")
-        if f.fix:
-            lines.append(f"- fix: `runbook plan {f.fix['runbook']}`")
-        lines.append("")
-    if report.unknowns:
-        lines += ["## Unknown", ""]
-        lines += [f"- `{u.id}` {u.subject or ''}: {u.reason}" for u in report.unknowns]
-        lines.append("")
-    lines += ["## Steps", "", "| step | outcome | source | subject |", "|---|---|---|---|"]
-    lines += [f"| {s.id} | {s.outcome} | {s.source} | {s.subject or ''} |" for s in report.steps]
-    return "\n".join(lines) + "\n"

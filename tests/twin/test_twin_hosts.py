@@ -156,6 +156,9 @@ def test_engine_loads_the_sim_site(twin: twinmod.Twin) -> None:
     inventory = load_site("sim")
     assert inventory.site.transport.ssh.config == str(twin.ssh_config)
     assert inventory.site.transport.ssh.known_hosts == str(twin.known_hosts)
+    smtp = inventory.site.transport.smtp  # the twin's mail sink, in plain SMTP on loopback
+    assert (smtp.host, smtp.port, smtp.security) == ("127.0.0.1", twin.smtp_port, "plain")
+    assert (twin.mail_dir / "server.json").exists()
     if twin.broker_url:
         endpoint = inventory.karabo_endpoint("SPB")
         assert (endpoint.broker, endpoint.topic) == (twin.broker_url, twin.topics["SPB"])
