@@ -254,7 +254,9 @@ def make_tree(host: TwinHost, twin_dir: Path) -> None:
             (cuda / sub).mkdir(parents=True, exist_ok=True)
         (cuda / "version.txt").write_text(f"CUDA Version {version}\n")
     (host.root / "var" / "log").mkdir(parents=True, exist_ok=True)
-    (twin_dir / "gpfs").mkdir(parents=True, exist_ok=True)
+    # The report tree of section 8, where dark characterization reports go.
+    (twin_dir / "gpfs" / "exfel" / "d" / "cal" / "caldb_store" / "xfel" / "reports").mkdir(
+        parents=True, exist_ok=True)
 
 
 def ensure_mountpoints() -> None:

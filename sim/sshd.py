@@ -32,6 +32,7 @@ from typing import cast
 import asyncssh
 
 from sim import hosts as hostmod
+from sim import slurm
 from sim.procs import Proc, TwinError, alive
 
 __all__ = ["generate_keys", "KeyPaths", "key_paths", "read_gateway", "main"]
@@ -200,6 +201,7 @@ def _session_env(gateway: _Gateway, host: hostmod.TwinHost, account: str,
     term = process.get_terminal_type()
     if term:
         extra["TERM"] = term
+    extra.update(slurm.login_env(gateway.twin_dir, host.name, hostmod.LOGIN_PATH))
     return hostmod.login_env(host, account, extra)
 
 

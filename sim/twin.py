@@ -1,10 +1,11 @@
-"""Bring the whole twin up and down: hosts, SSH gateway, broker, Karabo, the sim site.
+"""Bring the whole twin up and down: hosts, SSH gateway, Slurm, broker, Karabo, the sim site.
 
 `up` records every process it starts in ``<twin>/state.json`` as soon as it has started
 it, so that `down` can stop everything even after an `up` that failed half way or a
-crashed caller.  `down` stops by recorded PID (and process group), then sweeps every
-process still inside one of the twin's host namespaces (what SSH sessions left behind,
-e.g. a ``karabo-start``), and checks that the twin's ports are closed.
+crashed caller.  `down` cancels every Slurm job first (a job's processes outlive slurmd),
+stops by recorded PID (and process group), then sweeps every process still inside one of
+the twin's host namespaces (what SSH sessions left behind, e.g. a ``karabo-start``), and
+checks that the twin's ports are closed.
 
 The Karabo side (broker, installations, layout, faults) comes from twin-karabo's modules;
 all calls to them are in the `_karabo_*` functions below.
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim import hosts as hostmod
-from sim import mailbox, procs, site, sshd
+from sim import mailbox, procs, site, slurm, sshd
 from sim.procs import Proc, TwinError
 
 __all__ = ["Twin", "TwinFactory", "INSTRUMENTS", "default_dir", "up", "down", "status",
@@ -57,6 +58,7 @@ class Twin:
     ns_inodes: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     faults: list[dict[str, object]] = field(default_factory=list)
+    slurm: dict[str, object] | None = None
 
     @property
     def hosts(self) -> dict[str, hostmod.TwinHost]:
@@ -79,6 +81,11 @@ class Twin:
         return self.dir / "hosts.json"
 
     @property
+    def slurm_conf(self) -> Path | None:
+        """The twin's Slurm cluster, for `sim.slurm.client` or $SLURM_CONF (None before up)."""
+        return slurm.SlurmCluster.from_dict(self.slurm).conf if self.slurm else None
+
+    @property
     def mail_dir(self) -> Path:
         """Where the SMTP sink keeps what the `sim` site mailed (read with `sim.mailbox`)."""
         return self.dir / "mail"
@@ -90,6 +97,7 @@ class Twin:
             "smtp_port": self.smtp_port, "broker_url": self.broker_url, "topics": self.topics,
             "procs": [p.to_dict() for p in self.procs], "karabo_dirs": self.karabo_dirs,
             "ns_inodes": self.ns_inodes, "timings": self.timings, "faults": self.faults,
+            "slurm": self.slurm,
         }
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -118,6 +126,7 @@ def load(twin_dir: Path) -> Twin:
         procs=[Proc.from_dict(p) for p in data["procs"]],
         karabo_dirs=list(data["karabo_dirs"]), ns_inodes=dict(data["ns_inodes"]),
         timings=dict(data["timings"]), faults=list(data.get("faults", [])),
+        slurm=data.get("slurm"),
     )
 
 
@@ -346,12 +355,18 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
                 topics={i: f"{prefix}{i}" for i in wanted})
     twin.save()
     try:
-        # The mail sink starts first and is waited for last: its start-up overlaps the hosts'.
+        # The mail sink and Slurm start first and are waited for last: their start-up
+        # overlaps the hosts'.
         shutil.rmtree(twin.mail_dir, ignore_errors=True)
         mailer = twin.record(procs.start(
             [sys.executable, "-m", "sim.smtp", "--dir", str(twin.mail_dir), "--port", "0"],
             name="smtp", log=twin_dir / "logs" / "smtp.log",
             env={**os.environ, "PYTHONPATH": str(REPO)}))
+        t0 = time.monotonic()
+        cluster = slurm.configure(twin_dir)
+        twin.slurm = cluster.to_dict()
+        slurm_procs = [twin.record(p) for p in slurm.start_daemons(cluster)]
+        slurm_s = time.monotonic() - t0
         hosts = hostmod.allocate(twin_dir, slot, _host_specs(twin_dir, wanted))
         for host in hosts.values():
             hostmod.make_tree(host, twin_dir)
@@ -363,6 +378,9 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
             twin.ns_inodes[name] = hostmod.namespace_inode(proc.pid)
         twin.save()
         twin.timings["namespaces_s"] = round(time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        slurm_procs.append(twin.record(slurm.start_maxwell_node(cluster, hosts, namespaces)))
+        slurm_s += time.monotonic() - t0
         t0 = time.monotonic()
         keys = sshd.generate_keys(twin_dir)
         gateway = twin.record(procs.start(
@@ -378,6 +396,9 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
         procs.wait_for(lambda: mailbox.server_info(twin.mail_dir) is not None,
                        timeout=SMTP_READY_S, what="the SMTP sink", proc=mailer)
         twin.smtp_port = mailbox.server_port(twin.mail_dir)
+        t0 = time.monotonic()
+        slurm.wait_ready(cluster, slurm_procs)
+        twin.timings["slurm_s"] = round(slurm_s + time.monotonic() - t0, 2)
         if with_karabo:
             _karabo_up(twin, hosts)
         site.write_site(twin_dir, twin.broker_url, twin.topics, smtp_port=twin.smtp_port)
@@ -401,13 +422,17 @@ def down(twin_dir: Path | None = None) -> list[str]:
     except TwinError:
         return []
     t0 = time.monotonic()
-    problems = _karabo_down(twin)
+    cluster = slurm.SlurmCluster.from_dict(twin.slurm) if twin.slurm else None
+    problems = slurm.cancel_jobs(cluster, twin.procs) if cluster else []
+    problems += _karabo_down(twin)
     holders = {p.pid for p in twin.procs if p.name.startswith("ns:")}
     others = [p for p in twin.procs if p.pid not in holders]
     try:
         procs.stop_all(list(reversed(others)))
     except TwinError as exc:
         problems.append(str(exc))
+    if cluster:
+        slurm.cleanup(cluster)
     inodes = set(twin.ns_inodes.values())
     leftovers = hostmod.namespace_members(inodes, holders | {os.getpid()})
     for pid in leftovers:
@@ -446,6 +471,7 @@ def status(twin_dir: Path | None = None) -> dict[str, object]:
         "broker": twin.broker_url,
         "ssh_port": twin.ssh_port,
         "smtp_port": twin.smtp_port,
+        "slurm_conf": str(twin.slurm_conf) if twin.slurm_conf else None,
         "hosts": [{"name": h.name, "address": h.address, "accounts": list(h.accounts),
                    "ssh": procs.port_open(h.address, twin.ssh_port, 0.3)}
                   for h in hosts.values()],
