@@ -5,6 +5,7 @@ CLI's start path.
 """
 
 from ._serve import serve
+from ._slurm import squeue_source
 from .app import create_app, diagnoses
 
-__all__ = ["create_app", "diagnoses", "serve"]
+__all__ = ["create_app", "diagnoses", "serve", "squeue_source"]

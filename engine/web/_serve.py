@@ -46,5 +46,8 @@ def serve(host: str = "127.0.0.1", port: int = 8090, site: str | None = None,
     if not loopback:
         log.warning("serving the dashboard on %s: anyone who reaches it can start diagnoses",
                     host)
+    if slurm is None:
+        from ._slurm import squeue_source
+        slurm = squeue_source(session)
     app = create_app(store, lambda: session, reports=reports, slurm=slurm)
     uvicorn.run(app, host=host, port=port, log_level="info")

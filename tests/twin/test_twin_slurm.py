@@ -66,6 +66,25 @@ def test_squeue_on_maxwell_shows_the_xcal_job_submitted_there_4_2_3(
     assert out.split() == ["xcal", MAXWELL, "/home/xcal"]
 
 
+def assert_dashboard_panel(running: int) -> None:
+    """The overview's Slurm panel (section 9.2) reads the same queue over the site's SSH."""
+    from starlette.testclient import TestClient
+
+    from engine.runs import Session
+    from engine.store import Store
+    from engine.web import create_app, squeue_source
+    from engine.web._views import slurm_panel
+
+    session = Session.load("sim")
+    panel = slurm_panel(squeue_source(session))
+    assert (panel.problem, panel.running, panel.pending) == ("", running, 1), panel
+    assert {j["name"] for j in panel.jobs} == {f"dark_{i}" for i in range(running + 1)}
+    assert {j["reason"] for j in panel.jobs if j["state"] == "PENDING"} == {"(Resources)"}
+    app = create_app(Store.open(), lambda: session, slurm=squeue_source(session))
+    page = TestClient(app).get("/").text
+    assert f"dark_{running}" in page and "no source configured" not in page
+
+
 def test_health_slurm_finds_jobs_pending_past_the_limit_4_2_3(
         twin_factory: TwinFactory) -> None:
     twin = twin_factory(["SPB"], karabo=False)
@@ -76,6 +95,7 @@ def test_health_slurm_finds_jobs_pending_past_the_limit_4_2_3(
         until(f"{cpus} jobs running", lambda: [r[2] for r in rows(conn)].count("R") == cpus)
         assert [r[2] for r in rows(conn)].count("PD") == 1
         assert quiet("health-slurm") == []  # pending for less than the limit (60 minutes)
+        assert_dashboard_panel(cpus)
         yaml = YAML(typ="safe", pure=True)
         site = yaml.load(twin.site_file)
         site["vars"]["health"] = {"pending_max_minutes": -1}  # any pending job is too old
