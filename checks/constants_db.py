@@ -1,0 +1,174 @@
+"""Section 7: find constant versions by physical device and start date, disable them, and
+undo that. The filter is the backend's (Fig. 7.3): a fuzzy physical device and a start-date
+window; the dark constants come in triplets (quadruplets for AGIPD), one per module.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.context import Context
+from engine.registry import action, check, guard_mutation
+from engine.result import Result
+
+if TYPE_CHECKING:
+    from caldb.versions import VersionInfo
+
+__all__ = ["VersionFilter", "FlagChange", "caldb_versions", "caldb_version_sets", "caldb_disable",
+           "caldb_enable"]
+
+DARK = ["Offset", "Noise", "BadPixelsDark", "ThresholdsDark"]
+
+
+class VersionFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    physical_device: str = Field(min_length=2, description="fuzzy, as the backend's filter")
+    start_from: str = Field(min_length=1, description="ISO 8601; no offset means UTC")
+    start_to: str = Field(min_length=1)
+    calibrations: list[str] = Field(default_factory=lambda: list(DARK))
+    enabled: bool = Field(default=True, description="only deployed and good-quality ones")
+    expect: str = Field(default="some", pattern="^(some|none)$",
+                        description="ok when some match, or when none does (a verify step)")
+    db: str | None = None
+    store_root: str | None = None
+
+
+class FlagChange(VersionFilter):
+    why: str = Field(min_length=3, description="kept in the audit log")
+    who: str | None = None
+    max_versions: int = Field(default=64, ge=1,
+                              description="refuse a filter that matches more than this")
+
+
+def _find(p: VersionFilter) -> list[VersionInfo]:
+    from caldb._time import parse_time
+    from caldb.store import CalDB
+    start = parse_time(p.start_from, "start_from")
+    end = parse_time(p.start_to, "start_to")
+    with CalDB.open(p.db, p.store_root) as db:
+        found: list[VersionInfo] = []
+        for name in p.calibrations:
+            found += db.versions(physical_device=p.physical_device, calibration=name,
+                                 start_from=start, start_to=end, only_enabled=p.enabled)
+    return sorted(found, key=lambda v: (v.physical_name, v.begin_at, v.calibration))
+
+
+def _table(versions: list[VersionInfo]) -> str:
+    lines = [f"{'id':>6}  {'calibration':<15} {'physical device':<22} {'start date':<25} "
+             "deployed good"]
+    for v in versions:
+        lines.append(f"{v.id:>6}  {v.calibration:<15} {v.physical_name:<22} "
+                     f"{v.begin_at.isoformat():<25} {'yes' if v.flg_deployed else 'no':<8} "
+                     f"{'yes' if v.flg_good_quality else 'no'}")
+    return "\n".join(lines)
+
+
+def _sets(versions: list[VersionInfo]) -> dict[str, list[str]]:
+    """Per module and start date, which constants: a triplet or quadruplet, or less."""
+    sets: dict[str, list[str]] = {}
+    for v in versions:
+        sets.setdefault(f"{v.physical_name} {_iso(v.begin_at)}", []).append(v.calibration)
+    return sets
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+def _caldb_error(exc: Exception) -> Result:
+    return Result.unknown(f"the calibration DB could not be asked: {exc}")
+
+
+@check("caldb.versions")
+def caldb_versions(p: VersionFilter, ctx: Context) -> Result:
+    from caldb.errors import CalDBError
+    try:
+        found = _find(p)
+    except CalDBError as exc:
+        return _caldb_error(exc)
+    what = "enabled " if p.enabled else ""
+    observed: dict[str, Any] = {"ids": [v.id for v in found], "sets": _sets(found)}
+    if not found:
+        evidence = (f"no {what}version of {', '.join(p.calibrations)} for '{p.physical_device}'"
+                    f" starting {p.start_from} .. {p.start_to}")
+        return (Result.ok(evidence, **observed) if p.expect == "none"
+                else Result(outcome="fail", evidence=evidence, observed=observed,
+                            reason=f"no {what}version matches"))
+    evidence = _table(found)
+    if p.expect == "none":
+        return Result(outcome="fail", evidence=evidence, observed=observed,
+                      reason=f"{len(found)} {what}version(s) still match")
+    return Result.ok(evidence, **observed)
+
+
+_TRIPLET = ("Offset", "Noise", "BadPixelsDark")
+
+
+@check("caldb.version_sets")
+def caldb_version_sets(p: VersionFilter, ctx: Context) -> Result:
+    """7.2#4: dark constants come as a triplet per module and start date, a quadruplet
+    (with ThresholdsDark) for AGIPD; a set with a member missing hints at a wrong filter."""
+    from caldb.errors import CalDBError
+    try:
+        found = _find(p)
+    except CalDBError as exc:
+        return _caldb_error(exc)
+    wanted: dict[str, set[str]] = {}
+    for v in found:
+        need = set(_TRIPLET) | ({"ThresholdsDark"} if v.detector_type.upper().startswith("AGIPD")
+                                else set())
+        wanted[f"{v.physical_name} {_iso(v.begin_at)}"] = need & set(p.calibrations)
+    sets = _sets(found)
+    short = {key: sorted(wanted[key] - set(have)) for key, have in sets.items()
+             if wanted[key] - set(have)}
+    lines = [f"{key}: {', '.join(sorted(have))}" + (f"  (missing {', '.join(short[key])})"
+                                                    if key in short else "")
+             for key, have in sets.items()]
+    if short:
+        return Result(outcome="fail", evidence="\n".join(lines), observed={"incomplete": short},
+                      reason=f"{len(short)} set(s) without all of their dark constants")
+    return Result.ok("\n".join(lines), sets=len(sets))
+
+
+def _flag(p: FlagChange, enable: bool) -> Result:
+    from caldb.errors import CalDBError
+    from caldb.store import CalDB
+    guard_mutation(("enable" if enable else "disable") + " calibration constant versions")
+    try:
+        every = _find(p.model_copy(update={"enabled": False}))
+        found = [v for v in every if (v.flg_deployed and v.flg_good_quality) != enable]
+        if len(found) > p.max_versions:
+            return Result(outcome="fail", evidence=_table(found), reason=(
+                f"{len(found)} versions match, more than max_versions={p.max_versions}: "
+                "narrow the physical device or the dates"))
+        who = p.who or os.environ.get("USER") or "runbook"
+        with CalDB.open(p.db, p.store_root) as db:
+            changes = [db.enable(v.id, who, p.why) if enable else db.disable(v.id, who, p.why)
+                       for v in found]
+    except CalDBError as exc:
+        return _caldb_error(exc)
+    ids = [v.id for v in found]
+    undo = "enable" if not enable else "disable"
+    evidence = "\n".join([f"{c.action}d version {c.ccv_id}: deployed {c.old_deployed} -> "
+                          f"{c.new_deployed}, good quality {c.old_good_quality} -> "
+                          f"{c.new_good_quality}" for c in changes]
+                         + ([f"undo: runbook caldb {undo} {' '.join(map(str, ids))} --why ..."]
+                            if ids else ["nothing to change"]))
+    return Result.ok(evidence, ids=ids)
+
+
+@action("caldb.disable")
+def caldb_disable(p: FlagChange, ctx: Context) -> Result:
+    """Clear deployed and good quality (7.2 step 5) on every enabled match; audited."""
+    return _flag(p, enable=False)
+
+
+@action("caldb.enable")
+def caldb_enable(p: FlagChange, ctx: Context) -> Result:
+    """The undo of `caldb.disable`, on the same filter."""
+    return _flag(p, enable=True)
