@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from engine.errors import RunbookError
 from sim import karabo_env as kenv
+from sim import offline
 from sim.devices.client import run_actions
 from sim.layout import MODULES, InstrumentLayout, instrument_layout
 from sim.scenario import Fault, Scenario
@@ -299,6 +300,10 @@ def _gui_server(ctx: _Ctx, f: Any) -> None:
     ctx.act({"device": ctx.ids["gui_server"], "set": {"networkFault": "client queue stuck"}})
 
 
+def _offline_dead(ctx: _Ctx, f: Any) -> None:
+    offline.kill(Path(ctx.twin.dir), "webservice" if f.kind == "webservice_dead" else "overview")
+
+
 _HANDLERS = {
     "new_server": _new_server, "webserver_down": _webserver_down,
     "webserver_filter": _webserver_filter, "bad_webserver_template": _bad_template,
@@ -311,19 +316,26 @@ _HANDLERS = {
     "min_modules": _min_modules, "output_every_nth": _output_every_nth,
     "pulse_filter": _pulse_filter, "wrong_daq_output": _wrong_daq_output,
     "gui_server_trouble": _gui_server,
+    "webservice_dead": _offline_dead, "overview_down": _offline_dead,
 }
 
 
 def heal(twin: TwinLike, instrument: str | None = None) -> None:
     """Undo every cause this module can make, back to the layout's baseline.
 
-    Run files and webservers are rewritten from the layout, services not in the layout
+    The offline webservice and its overview are started again when dead (on a hosts-only
+    twin that is all there is to heal).  Run files and webservers are rewritten from the
+    layout, services not in the layout
     are removed, stopped installations and services are started again, and the
     properties that faults set are put back (but "output every nth train" and the pulse
     filter, the operator's settings, which ``sim.operate.online`` sets).  Devices keep
     their state: follow with INIT's start pipeline, or a RESTART first where the
     guidelines' remedy needs one, as after any repair at the facility.
     """
+    if getattr(twin, "webservice", None):
+        offline.ensure_running(twin)
+    if not twin.karabo_dirs:  # a hosts-only twin: nothing of Karabo to heal
+        return
     name = (instrument or _only(twin)).upper()
     ctx = _Ctx(twin, name, instrument_layout(name, twin_dir=str(Path(twin.dir).resolve())))
     hosts = twin.hosts

@@ -163,12 +163,22 @@ class GuiServerTrouble(_F):
     kind: Literal["gui_server_trouble"]
 
 
+class WebserviceDead(_F):
+    """4.2.1 / 4.3: the calibration webservice process on max-exfl016 died (kill -9)."""
+    kind: Literal["webservice_dead"]
+
+
+class OverviewDown(_F):
+    """4.4 / 9: the overview page's process (serve_overview.py) died."""
+    kind: Literal["overview_down"]
+
+
 Fault = Annotated[
     NewServer | WebserverDown | WebserverFilter | BadWebserverTemplate | DetectorPushing
     | KaraboNotStarted | CudaMissing | OldInstallation | CaldbRemoteDown
     | OperatingCondition | DetectorOperationChanged | DaqState | DetectorNotSending
     | AggregatorError | ModuleNotSending | MinModules | OutputEveryNth | PulseFilter
-    | WrongDaqOutput | GuiServerTrouble,
+    | WrongDaqOutput | GuiServerTrouble | WebserviceDead | OverviewDown,
     Field(discriminator="kind"),
 ]
 FAULT_KINDS = sorted(
@@ -177,7 +187,8 @@ FAULT_KINDS = sorted(
               DetectorPushing, KaraboNotStarted, CudaMissing, OldInstallation,
               CaldbRemoteDown, OperatingCondition, DetectorOperationChanged, DaqState,
               DetectorNotSending, AggregatorError, ModuleNotSending, MinModules,
-              OutputEveryNth, PulseFilter, WrongDaqOutput, GuiServerTrouble))
+              OutputEveryNth, PulseFilter, WrongDaqOutput, GuiServerTrouble, WebserviceDead,
+              OverviewDown))
 
 
 class Scenario(_F):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim import hosts as hostmod
-from sim import mailbox, procs, site, slurm, sshd
+from sim import mailbox, offline, procs, site, slurm, sshd
 from sim.procs import Proc, TwinError
 
 __all__ = ["Twin", "TwinFactory", "INSTRUMENTS", "default_dir", "up", "down", "status",
@@ -59,6 +59,7 @@ class Twin:
     timings: dict[str, float] = field(default_factory=dict)
     faults: list[dict[str, object]] = field(default_factory=list)
     slurm: dict[str, object] | None = None
+    webservice: dict[str, object] | None = None
 
     @property
     def hosts(self) -> dict[str, hostmod.TwinHost]:
@@ -97,7 +98,7 @@ class Twin:
             "smtp_port": self.smtp_port, "broker_url": self.broker_url, "topics": self.topics,
             "procs": [p.to_dict() for p in self.procs], "karabo_dirs": self.karabo_dirs,
             "ns_inodes": self.ns_inodes, "timings": self.timings, "faults": self.faults,
-            "slurm": self.slurm,
+            "slurm": self.slurm, "webservice": self.webservice,
         }
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -126,7 +127,7 @@ def load(twin_dir: Path) -> Twin:
         procs=[Proc.from_dict(p) for p in data["procs"]],
         karabo_dirs=list(data["karabo_dirs"]), ns_inodes=dict(data["ns_inodes"]),
         timings=dict(data["timings"]), faults=list(data.get("faults", [])),
-        slurm=data.get("slurm"),
+        slurm=data.get("slurm"), webservice=data.get("webservice"),
     )
 
 
@@ -382,6 +383,12 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
         slurm_procs.append(twin.record(slurm.start_maxwell_node(cluster, hosts, namespaces)))
         slurm_s += time.monotonic() - t0
         t0 = time.monotonic()
+        service = offline.install(twin_dir, hosts, cluster)
+        twin.webservice = service.to_dict()
+        offline_procs = [twin.record(p)
+                         for p in offline.start_all(twin_dir, namespaces[offline.HOST])]
+        offline_s = time.monotonic() - t0
+        t0 = time.monotonic()
         keys = sshd.generate_keys(twin_dir)
         gateway = twin.record(procs.start(
             [sys.executable, "-m", "sim.sshd", "--twin", str(twin_dir), "--port", str(ssh_port),
@@ -399,6 +406,9 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
         t0 = time.monotonic()
         slurm.wait_ready(cluster, slurm_procs)
         twin.timings["slurm_s"] = round(slurm_s + time.monotonic() - t0, 2)
+        t0 = time.monotonic()
+        offline.wait_ready(service, offline_procs)
+        twin.timings["webservice_s"] = round(offline_s + time.monotonic() - t0, 2)
         if with_karabo:
             _karabo_up(twin, hosts)
         site.write_site(twin_dir, twin.broker_url, twin.topics, smtp_port=twin.smtp_port)
@@ -448,7 +458,7 @@ def down(twin_dir: Path | None = None) -> list[str]:
         problems.append(str(exc))
     hosts = hostmod.load_hosts(twin_dir) if (twin_dir / "hosts.json").exists() else {}
     open_ports = [f"{h.address}:{port}" for h in hosts.values()
-                  for port in (twin.ssh_port, 8080) if procs.port_open(h.address, port, 0.2)]
+                  for port in (twin.ssh_port, 8080, 8008) if procs.port_open(h.address, port, 0.2)]
     if open_ports:
         problems.append(f"ports still open after down: {', '.join(open_ports)}")
     (twin_dir / "ssh" / "gateway.json").unlink(missing_ok=True)
