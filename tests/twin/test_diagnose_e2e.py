@@ -28,9 +28,7 @@ PARAMS: dict[str, list[str]] = {
     "no-data-on-disk": ["min_module_size=1M"],  # twin runs are a few trains, not gigabytes
 }
 #: diagnosis trees that cannot run on the twin, with the reason (reported as skipped)
-NOT_ON_TWIN: dict[str, str] = {
-    "health-webservice": "the calibration webservice stand-in is not in the twin yet",
-}
+NOT_ON_TWIN: dict[str, str] = {}
 #: trees known to report a finding on a healthy twin (xfail, with the reason); remove the
 #: entry once the tree is fixed
 KNOWN: dict[str, str] = {}
