@@ -7,6 +7,7 @@ Sending mail changes the world (people act on it), so it is an action: `diagnose
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -56,7 +57,9 @@ class NotifySend(BaseModel):
 def notify_send(p: NotifySend, ctx: Context) -> Result:
     """Send one mail; recipients that the relay refuses make the action fail."""
     settings = MailSettings.from_transport(ctx.transport.get("smtp"))
-    subject, text, html = render_mail(p.template, **p.vars)
+    # "now": the time of sending, e.g. the end of the window of a restart notice (4.3).
+    values = {k: datetime.now(UTC) if v == "now" else v for k, v in p.vars.items()}
+    subject, text, html = render_mail(p.template, **values)
     message = compose(settings.sender, p.to, subject, text, html, cc=p.cc)
     guard_mutation(f"send the mail {subject!r} to {', '.join(p.to)}")
     accepted = send(settings, message)

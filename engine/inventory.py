@@ -385,6 +385,9 @@ class Inventory:
                 "vars": site["vars"],
                 "transport": site["transport"],
                 "groups": {n: g["hosts"] for n, g in site["groups"].items()},
+                # every instrument's addresses: "send-to: <all instrument emails>" (4.3)
+                "mail": list(dict.fromkeys(a for i in site["instruments"].values()
+                                           for a in i["mail"])),
             },
             "vars": dict(site["vars"]),
         }

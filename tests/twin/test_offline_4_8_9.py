@@ -154,3 +154,34 @@ def test_4_4_plan_restart_overview_resolves(hosts_twin: Twin) -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "ssh.run" in res.stdout and "DANGER" in res.stdout
+
+
+def test_4_3_restart_webservice_kills_restarts_verifies_and_notifies(hosts_twin: Twin) -> None:
+    """4.3 as `runbook run restart-webservice`: a new process as xcal with the guidelines'
+    command line, and the notice of step 4 to every instrument, det-support in copy."""
+    from sim import mailbox
+
+    before = offline.find(hosts_twin.dir, "webservice")
+    assert len(before) == 1
+    mails = len(mailbox.messages(hosts_twin.mail_dir))
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "runbook"), "run", "restart-webservice",
+         "--site", "sim", "-i", "SPB", "--yes", "-p", "reason=a hung request queue",
+         "-p", "down_since=2026-12-06 22:40", "-f", "json"],
+        input="y\n", capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    after = _until("the restarted webservice", lambda: offline.find(hosts_twin.dir,
+                                                                    "webservice"))
+    assert after != before and len(after) == 1
+    with connect(hosts_twin, HOST, "xcal") as conn:
+        ps = conn.run(f"ps -o user=,args= -p {after[0]}", hide=True).stdout.strip()
+    assert ps.startswith("xcal ") and ps.endswith("--mode prod --logging INFO --config-file "
+                                                  "/home/xcal/calibration_webservice/"
+                                                  "webservice/webservice.yaml")
+    [notice] = mailbox.wait_for_messages(hosts_twin.mail_dir, mails + 1, timeout=10)[mails:]
+    assert notice.subject == "Restart of Calibration Webservice"
+    assert {"spb-instrument@xfel.eu", "mid-instrument@xfel.eu", "hed-instrument@xfel.eu",
+            "det-support@xfel.eu"} <= set(notice.rcpt_tos)
+    text = notice.part("plain")
+    assert "due to a hung request queue" in text and "from 2026-12-06 22:40 to " in text
+    assert "resubmitting" in text and "det-support@xfel.eu" in text
