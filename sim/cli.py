@@ -34,6 +34,9 @@ def up(
     scenario: Annotated[Path | None, typer.Option(help="Scenario YAML with faults.")] = None,
     dir: DirOption = None,
     hosts_only: Annotated[bool, typer.Option(help="Hosts and SSH only, no Karabo.")] = False,
+    webservice: Annotated[bool, typer.Option(
+        help="The offline webservice and its overview (one twin per machine should run "
+             "them: the twins' hosts share the machine's process table).")] = True,
 ) -> None:
     """Start the twin and write the `sim` site (ssh_config, known_hosts, site.yaml)."""
     from engine.errors import RunbookError
@@ -41,7 +44,7 @@ def up(
 
     try:
         started = twinmod.up(dir, instruments.split(","), scenario,
-                             karabo=False if hosts_only else None)
+                             karabo=False if hosts_only else None, webservice=webservice)
     except RunbookError as exc:
         raise _fail(exc) from exc
     typer.echo(f"twin up in {started.dir} ({started.timings.get('up_s')} s)")

@@ -335,8 +335,14 @@ def _recorded_alive(twin_dir: Path) -> list[Proc]:
 
 
 def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None = None, *,
-       karabo: bool | None = None, topic_prefix: str | None = None, ssh_port: int = 22) -> Twin:
-    """Start a twin in `twin_dir`; `karabo=False` starts hosts and SSH only."""
+       karabo: bool | None = None, topic_prefix: str | None = None, ssh_port: int = 22,
+       webservice: bool = True) -> Twin:
+    """Start a twin in `twin_dir`; `karabo=False` starts hosts and SSH only.
+
+    `webservice=False` leaves out the webservice and its overview: the twin's hosts share this
+    machine's process table, so a `ps` on one twin's max-exfl016 lists every twin's
+    webservice.py, and a kill by pattern reaches them all (twins side by side in a test
+    session run them in one twin only)."""
     t_start = time.monotonic()
     twin_dir = Path(twin_dir).resolve() if twin_dir else default_dir()
     wanted = _check_instruments(instruments)
@@ -384,9 +390,11 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
         slurm_s += time.monotonic() - t0
         t0 = time.monotonic()
         service = offline.install(twin_dir, hosts, cluster)
-        twin.webservice = service.to_dict()
-        offline_procs = [twin.record(p)
-                         for p in offline.start_all(twin_dir, namespaces[offline.HOST])]
+        offline_procs: list[Proc] = []
+        if webservice:
+            twin.webservice = service.to_dict()
+            offline_procs = [twin.record(p)
+                             for p in offline.start_all(twin_dir, namespaces[offline.HOST])]
         offline_s = time.monotonic() - t0
         t0 = time.monotonic()
         keys = sshd.generate_keys(twin_dir)
@@ -407,7 +415,8 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
         slurm.wait_ready(cluster, slurm_procs)
         twin.timings["slurm_s"] = round(slurm_s + time.monotonic() - t0, 2)
         t0 = time.monotonic()
-        offline.wait_ready(service, offline_procs)
+        if offline_procs:
+            offline.wait_ready(service, offline_procs)
         twin.timings["webservice_s"] = round(offline_s + time.monotonic() - t0, 2)
         if with_karabo:
             _karabo_up(twin, hosts)

@@ -271,7 +271,7 @@ def ssh_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTwin]:
     from sim.procs import Proc, start_time
 
     folder = tmp_path_factory.mktemp("sshtwin")
-    twin = twinmod.up(folder / "twin", ["SPB"], karabo=False,
+    twin = twinmod.up(folder / "twin", ["SPB"], karabo=False, webservice=False,
                       topic_prefix=f"t{secrets.token_hex(4)}_")
     try:
         hosts = twin.hosts

@@ -41,7 +41,8 @@ def _stop(twin: Twin) -> None:
 @pytest.fixture(scope="session")
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twin]:
     folder = tmp_path_factory.mktemp("twin")
-    started = twinmod.up(folder, ["SPB"], topic_prefix=f"t{secrets.token_hex(4)}_")
+    started = twinmod.up(folder, ["SPB"], topic_prefix=f"t{secrets.token_hex(4)}_",
+                         webservice=False)
     with pytest.MonkeyPatch.context() as mp:
         _env(mp, started)
         try:
@@ -58,6 +59,7 @@ def twin_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Tw
              scenario: Path | None = None, ssh_port: int = 22) -> Twin:
         folder = tmp_path / f"twin{len(made)}"
         started = twinmod.up(folder, instruments, scenario, karabo=karabo, ssh_port=ssh_port,
+                             webservice=False,
                              topic_prefix=f"t{secrets.token_hex(4)}_")
         made.append(started)
         _env(monkeypatch, started)

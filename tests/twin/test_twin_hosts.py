@@ -236,7 +236,8 @@ def test_up_rejects_an_unknown_instrument(tmp_path: Path) -> None:
 def test_cli_up_status_down(tmp_path: Path) -> None:
     runner = CliRunner()
     folder = tmp_path / "cli-twin"
-    result = runner.invoke(app, ["up", "--dir", str(folder), "--instruments", "MID",
+    result = runner.invoke(app, ["up", "--dir", str(folder), "--no-webservice",
+                                 "--instruments", "MID",
                                  "--hosts-only"])
     try:
         assert result.exit_code == 0, result.output
