@@ -28,11 +28,9 @@ PARAMS: dict[str, list[str]] = {
     "no-data-on-disk": ["min_module_size=1M"],  # twin runs are a few trains, not gigabytes
 }
 #: diagnosis trees that cannot run on the twin, with the reason (reported as skipped)
-NOT_ON_TWIN: dict[str, str] = {
-    "health-webservice": "the session twins run no webservice (one twin per machine may: "
-                         "they share its process table); tests/twin/test_offline_4_8_9.py "
-                         "runs this check on a twin of its own",
-}
+_OFFLINE = ("the session twins run no webservice (one twin per machine may: they share its "
+            "process table); tests/twin/test_offline_4_8_9.py runs it on a twin of its own")
+NOT_ON_TWIN: dict[str, str] = {"health-webservice": _OFFLINE, "offline-status": _OFFLINE}
 #: trees known to report a finding on a healthy twin (xfail, with the reason); remove the
 #: entry once the tree is fixed
 KNOWN: dict[str, str] = {}
