@@ -70,7 +70,9 @@ def healthy(spb) -> dict[str, Diagnosis]:
         wait(lambda: rc.state == State.ACQUIRING, 10)
         run = f"r{int(rc.runNumber):04d}"
         wait(lambda: str(rc.lastRunPath).endswith(run), 30)  # a few trains of 16 modules
-        with ThreadPoolExecutor(len(RUNNABLE) or 1) as pool:
+        # Four at a time: each `runbook diagnose` is a process that needs about 2 s of CPU to
+        # start, and all 25 at once on 2 cores starved their checks past 30 s timeouts.
+        with ThreadPoolExecutor(4) as pool:
             reports = pool.map(lambda rid: diagnose(rid, "SPB", *PARAMS.get(rid, [])), RUNNABLE)
             found = dict(zip(RUNNABLE, reports, strict=True))
     finally:
