@@ -11,13 +11,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import RunbookError
 from .loader import LoadedRunbook
 from .result import Report
 from .runs import Session, walk
 from .store import Store
+
+if TYPE_CHECKING:
+    from .notify import MailSettings
 
 __all__ = ["HealthRun", "health_checks", "check_line", "run_health", "record", "recipients",
            "digest", "health", "STATUS_ORDER"]
@@ -139,12 +142,17 @@ def recipients(session: Session, instrument: str) -> list[str]:
                                *([support] if support else [])]))
 
 
+def _mail_settings(session: Session) -> MailSettings:
+    from .notify import MailSettings
+    return MailSettings.from_transport(
+        session.inventory.context(None)["site"]["transport"].get("smtp"))
+
+
 def digest(session: Session, run: HealthRun, url: str | None = None) -> EmailMessage:
     from datetime import UTC, datetime
 
-    from .notify import MailSettings, compose, render_mail
-    settings = MailSettings.from_transport(
-        session.inventory.context(None)["site"]["transport"].get("smtp"))
+    from .notify import compose, render_mail
+    settings = _mail_settings(session)
     subject, text, html = render_mail(
         "digest", site=run.site, instrument=run.instrument, worst=run.worst,
         checks=run.checks, new=run.new, resolved=run.resolved, first=run.first, url=url,
@@ -156,13 +164,11 @@ def health(session: Session, instruments: list[str], store: Store, *,
            checks: list[str] | None = None, email: bool = False, always: bool = False,
            url: str | None = None) -> list[HealthRun]:
     """Run, compare, mail when something changed (or `always`), and keep every run."""
-    from .notify import MailSettings, send
+    from .notify import send
     runs = []
     for instrument in instruments:
         run = run_health(session, instrument, store, checks)
         if email and (always or run.changed):
-            settings = MailSettings.from_transport(
-                session.inventory.context(None)["site"]["transport"].get("smtp"))
-            run.mailed = send(settings, digest(session, run, url))
+            run.mailed = send(_mail_settings(session), digest(session, run, url))
         runs.append(record(store, run))
     return runs

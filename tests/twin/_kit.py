@@ -59,6 +59,18 @@ def wait(condition, timeout: float = 60.0) -> None:
         raise AssertionError(f"not within {timeout:g} s: {what}") from None
 
 
+def poll(what: str, predicate, timeout: float = 30.0, interval: float = 0.1):
+    """The first true value of ``predicate()``; a timeout fails the test naming `what`
+    (for what is not a Karabo property: files, processes, mail, the store)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
 def holds_for(condition, seconds: float) -> bool:
     """True if ``condition`` stays true for ``seconds`` (a stall, not a slow step)."""
     end = time.monotonic() + seconds

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from engine.store import Store
 from sim import karabo_env as kenv
 from sim import mailbox
-from tests.twin._kit import spbonc
+from tests.twin._kit import poll, spbonc
 
 pytestmark = pytest.mark.twin
 
@@ -26,14 +25,6 @@ CHECKS = ["pipeline", "karabo"]
 TO = {"spb-instrument@xfel.eu", "det-support@xfel.eu"}
 
 
-def _until(what: str, predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _health(store: Store) -> list[dict]:
@@ -74,13 +65,13 @@ def test_scheduled_digest_on_change_only_then_resolved_11_1(running, scheduler):
     twin = running
     already = len(mailbox.messages(twin.mail_dir))
     karabo = spbonc(twin, HOST)
-    first = _until("a first scheduled health run", lambda: _health(store), 90)[0]
+    first = poll("a first scheduled health run", lambda: _health(store), 90)[0]
     assert first["worst"] == "ok", (first, log.read_text()[-2000:])
     assert first["mailed"] is None  # a first run that is all ok says nothing
 
     kenv.svc(karabo, "-d", "webserver")
     try:
-        failing = _until("a health run that sees the webserver down",
+        failing = poll("a health run that sees the webserver down",
                          lambda: [h for h in _health(store) if h["worst"] == "fail"], 90)[0]
         [digest] = mailbox.wait_for_messages(twin.mail_dir, already + 1, timeout=30)[already:]
         msg = digest.message
@@ -92,16 +83,16 @@ def test_scheduled_digest_on_change_only_then_resolved_11_1(running, scheduler):
         assert "New since the last run" in text and "11.1" in text
         assert f"<code>{HOST}</code>" in html and "FAIL" in html
         # The next runs see the same fault: no second mail.
-        _until("two more health runs after the failing one",
+        poll("two more health runs after the failing one",
                lambda: len([h for h in _health(store) if h["id"] > failing["id"]]) >= 2, 60)
         assert len(_digests(twin, already)) == 1
         assert all(h["mailed"] is None for h in _health(store) if h["id"] > failing["id"])
     finally:
         kenv.svc(karabo, "-u", "webserver")
-    resolved = _until("a health run after the fault is gone",
+    resolved = poll("a health run after the fault is gone",
                       lambda: [h for h in _health(store) if h["resolved"]], 90)[0]
     assert resolved["worst"] == "ok" and resolved["mailed"]
-    mails = _until("the resolved digest", lambda: _digests(twin, already)[1:], 30)
+    mails = poll("the resolved digest", lambda: _digests(twin, already)[1:], 30)
     assert mails[0].message["Subject"].startswith("[SPB] detector health: OK (1 resolved)")
     assert "Resolved since the last run" in mails[0].message.get_body(("plain",)).get_content()
     runs = _health(store)

@@ -7,7 +7,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from sim import twin as twinmod
 from sim.faults import apply_fault, heal
 from sim.scenario import parse_fault
 from sim.twin import Twin
-from tests.twin._kit import diagnose
+from tests.twin._kit import diagnose, poll
 from tests.twin.test_twin_ssh import connect
 
 pytestmark = pytest.mark.twin
@@ -47,14 +46,6 @@ def _run_dir(twin: Twin) -> Path:
     return twin.hosts[HOST].home("xcal") / "calibration_webservice_run"
 
 
-def _until(what: str, predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _request(twin: Twin, **req: object) -> dict:
@@ -104,7 +95,7 @@ def test_4_2_2_a_dark_request_logs_three_lines_and_submits_a_job_8_1(hosts_twin:
     assert temp.name.startswith("slurm_out_AGIPD_DARK_t")
     assert "proposal: 900201" in (temp / "inputParameters.rst").read_text()
     # 8.1: the job is real; what it printed stays in temp when it did not succeed.
-    out = _until(f"slurm-{job}.out with the job's exit", lambda: temp.is_dir() and (
+    out = poll(f"slurm-{job}.out with the job's exit", lambda: temp.is_dir() and (
         temp / f"slurm-{job}.out").exists() and "finished with exit status" in (
         temp / f"slurm-{job}.out").read_text() and temp / f"slurm-{job}.out", 60)
     assert "as xcal" in out.read_text()
@@ -170,7 +161,7 @@ def test_4_3_restart_webservice_kills_restarts_verifies_and_notifies(hosts_twin:
          "-p", "down_since=2026-12-06 22:40", "-f", "json"],
         input="y\n", capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    after = _until("the restarted webservice", lambda: offline.find(hosts_twin.dir,
+    after = poll("the restarted webservice", lambda: offline.find(hosts_twin.dir,
                                                                     "webservice"))
     assert after != before and len(after) == 1
     with connect(hosts_twin, HOST, "xcal") as conn:

@@ -7,15 +7,13 @@ A hosts-only twin (``karabo=False``) is enough: Slurm starts with every twin.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 
 import fabric
 import pytest
 from ruamel.yaml import YAML
 
 from sim.twin import Twin, TwinFactory
-from tests.twin._kit import diagnose
+from tests.twin._kit import diagnose, poll
 
 pytestmark = pytest.mark.twin
 
@@ -30,12 +28,6 @@ def connect(twin: Twin) -> fabric.Connection:
     return fabric.Connection(MAXWELL, user="xcal", config=config, connect_timeout=10)
 
 
-def until(what: str, predicate: Callable[[], object], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def rows(conn: fabric.Connection) -> list[list[str]]:
@@ -57,11 +49,11 @@ def test_squeue_on_maxwell_shows_the_xcal_job_submitted_there_4_2_3(
     with connect(twin) as conn:
         job = conn.run(f"sbatch --parsable -J correct_SPB_900146_r67 --wrap '{HELD}'",
                        hide=True).stdout.strip()
-        until("the job to run on Maxwell", lambda: [r[2] for r in rows(conn)] == ["R"])
+        poll("the job to run on Maxwell", lambda: [r[2] for r in rows(conn)] == ["R"])
         assert rows(conn)[0][:2] == [job, "correct_SPB_900146_r67"]
         assert quiet("health-slurm") == []  # a running job is no pile-up
         conn.run("touch release", hide=True)
-        until("the job to finish", lambda: rows(conn) == [])
+        poll("the job to finish", lambda: rows(conn) == [])
         out = conn.run(f"stat -c %U slurm-{job}.out; cat slurm-{job}.out", hide=True).stdout
     assert out.split() == ["xcal", MAXWELL, "/home/xcal"]
 
@@ -92,7 +84,7 @@ def test_health_slurm_finds_jobs_pending_past_the_limit_4_2_3(
     with connect(twin) as conn:
         for i in range(cpus + 1):
             conn.run(f"sbatch -J dark_{i} --wrap '{HELD}'", hide=True)
-        until(f"{cpus} jobs running", lambda: [r[2] for r in rows(conn)].count("R") == cpus)
+        poll(f"{cpus} jobs running", lambda: [r[2] for r in rows(conn)].count("R") == cpus)
         assert [r[2] for r in rows(conn)].count("PD") == 1
         assert quiet("health-slurm") == []  # pending for less than the limit (60 minutes)
         assert_dashboard_panel(cpus)
