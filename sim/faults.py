@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.errors import RunbookError
+from sim import _faults_offline as offline_faults
 from sim import karabo_env as kenv
-from sim import offline
 from sim.devices.client import run_actions
 from sim.layout import MODULES, InstrumentLayout, instrument_layout
 from sim.scenario import Fault, Scenario
@@ -300,10 +300,6 @@ def _gui_server(ctx: _Ctx, f: Any) -> None:
     ctx.act({"device": ctx.ids["gui_server"], "set": {"networkFault": "client queue stuck"}})
 
 
-def _offline_dead(ctx: _Ctx, f: Any) -> None:
-    offline.kill(Path(ctx.twin.dir), "webservice" if f.kind == "webservice_dead" else "overview")
-
-
 _HANDLERS = {
     "new_server": _new_server, "webserver_down": _webserver_down,
     "webserver_filter": _webserver_filter, "bad_webserver_template": _bad_template,
@@ -315,8 +311,7 @@ _HANDLERS = {
     "aggregator_error": _aggregator_error, "module_not_sending": _module_not_sending,
     "min_modules": _min_modules, "output_every_nth": _output_every_nth,
     "pulse_filter": _pulse_filter, "wrong_daq_output": _wrong_daq_output,
-    "gui_server_trouble": _gui_server,
-    "webservice_dead": _offline_dead, "overview_down": _offline_dead,
+    "gui_server_trouble": _gui_server, **offline_faults.HANDLERS,
 }
 
 
@@ -332,8 +327,7 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
     their state: follow with INIT's start pipeline, or a RESTART first where the
     guidelines' remedy needs one, as after any repair at the facility.
     """
-    if getattr(twin, "webservice", None):
-        offline.ensure_running(twin)
+    offline_faults.heal(twin)
     if not twin.karabo_dirs:  # a hosts-only twin: nothing of Karabo to heal
         return
     name = (instrument or _only(twin)).upper()

@@ -173,12 +173,68 @@ class OverviewDown(_F):
     kind: Literal["overview_down"]
 
 
+class MaxwellBusy(_F):
+    """8.1 / 9.1: other users' long jobs take every node of Maxwell's partition."""
+    kind: Literal["maxwell_busy"]
+    nodes: Annotated[int, Field(ge=1)] = 1
+    seconds: Annotated[int, Field(ge=60)] = 3600
+    start_timeout: Annotated[float, Field(gt=0, le=1800)] = 300.0
+
+
+class JobsPilingUp(_F):
+    """4.2.3 / 9.2: a burst of long correction jobs of xcal, more than Maxwell holds."""
+    kind: Literal["jobs_piling_up"]
+    jobs: Annotated[int, Field(ge=2, le=100)] = 12
+    proposal: Annotated[int, Field(gt=0, lt=1_000_000)] = 2214
+    run: Annotated[int, Field(ge=1)] = 77
+    seconds: Annotated[int, Field(ge=60)] = 3600
+
+
+class JobNeverLaunched(_F):
+    """8.1: Maxwell's calibration partition is drained, so sbatch refuses new jobs."""
+    kind: Literal["job_never_launched"]
+
+
+class ReportRenderingFailed(_F):
+    """8.1: xcal's matplotlibrc asks for LaTeX, which the node lacks: no figure renders."""
+    kind: Literal["report_rendering_failed"]
+
+
+class PlottingErrorsOnly(_F):
+    """8.2 A: xcal's matplotlibrc names a font the node lacks: plots fall back, with errors."""
+    kind: Literal["plotting_errors_only"]
+    font: str = "XFEL Sans"
+
+
+class WrongInputParameter(_F):
+    """8.2 B: the calibration configuration gives the detector a wrong option."""
+    kind: Literal["wrong_input_parameter"]
+    karabo_id: str = ""
+    option: str = "condition"
+    value: str = "sensor_bias_voltage=None"
+
+
+class VersionTaken(_F):
+    """12.2: the same darks were characterized and injected before (an identical request)."""
+    kind: Literal["version_taken"]
+    karabo_id: str = ""
+    proposal: Annotated[int, Field(gt=0, lt=1_000_000)]
+    runs: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    timeout: Annotated[float, Field(gt=0, le=1800)] = 300.0
+
+
+_OFFLINE = (WebserviceDead, OverviewDown, MaxwellBusy, JobsPilingUp, JobNeverLaunched,
+            ReportRenderingFailed, PlottingErrorsOnly, WrongInputParameter, VersionTaken)
+
+
 Fault = Annotated[
     NewServer | WebserverDown | WebserverFilter | BadWebserverTemplate | DetectorPushing
     | KaraboNotStarted | CudaMissing | OldInstallation | CaldbRemoteDown
     | OperatingCondition | DetectorOperationChanged | DaqState | DetectorNotSending
     | AggregatorError | ModuleNotSending | MinModules | OutputEveryNth | PulseFilter
-    | WrongDaqOutput | GuiServerTrouble | WebserviceDead | OverviewDown,
+    | WrongDaqOutput | GuiServerTrouble | WebserviceDead | OverviewDown | MaxwellBusy
+    | JobsPilingUp | JobNeverLaunched | ReportRenderingFailed | PlottingErrorsOnly
+    | WrongInputParameter | VersionTaken,
     Field(discriminator="kind"),
 ]
 FAULT_KINDS = sorted(
@@ -187,8 +243,7 @@ FAULT_KINDS = sorted(
               DetectorPushing, KaraboNotStarted, CudaMissing, OldInstallation,
               CaldbRemoteDown, OperatingCondition, DetectorOperationChanged, DaqState,
               DetectorNotSending, AggregatorError, ModuleNotSending, MinModules,
-              OutputEveryNth, PulseFilter, WrongDaqOutput, GuiServerTrouble, WebserviceDead,
-              OverviewDown))
+              OutputEveryNth, PulseFilter, WrongDaqOutput, GuiServerTrouble, *_OFFLINE))
 
 
 class Scenario(_F):
