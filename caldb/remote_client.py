@@ -45,6 +45,26 @@ class Attempt:
     outcome: str  # "reply", "timeout" or "error: ..."
 
 
+def endpoints_of(interface: str) -> list[str]:
+    """``tcp://host:8015#8044`` (the webservice's --cal-db-interface, a port range) or
+    comma-separated endpoints -> one ``tcp://host:port`` per access point."""
+    out: list[str] = []
+    for part in filter(None, (p.strip() for p in interface.split(","))):
+        base, sep, last = part.rpartition("#")
+        if not sep:
+            out.append(part)
+            continue
+        head, _, first = base.rpartition(":")
+        if not (head.startswith("tcp://") and first.isdigit() and last.isdigit()
+                and int(first) <= int(last) and int(last) - int(first) < 1000):
+            raise BadRequest(f"not an access point interface: {part!r} "
+                             "(expected tcp://host:8015#8044)")
+        out += [f"{head}:{port}" for port in range(int(first), int(last) + 1)]
+    if not out:
+        raise BadRequest(f"no access point in {interface!r}")
+    return out
+
+
 class RemoteClient:
     """``RemoteClient(endpoints, timeout_s=30)``; ``retrieve(...)`` and ``inject(...)``.
 
@@ -73,6 +93,9 @@ class RemoteClient:
         self.rng = rng or random.Random()
         self.context = context or zmq.Context.instance()
         self.last_attempts: list[Attempt] = []
+
+    def close(self) -> None:
+        """Nothing to release: each attempt has its own socket (for `CalDB`'s callers)."""
 
     def _backoff(self, attempt: int) -> float:
         return self.rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_s * 2 ** (attempt - 1)))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sim import procs
+from sim._reachable import unblock_lines
 from sim.procs import Proc, TwinError
 
 __all__ = [
@@ -283,6 +284,7 @@ def _namespace_script(host: TwinHost, twin_dir: Path) -> str:
             lines.append(f"mount --bind {q(entry.path)} {q(str(local / entry.name))}")
     lines += [
         f"mount --rbind {q(str(local))} /usr/local",
+        *unblock_lines(),
         f"hostname {q(host.name)}",
         "exec sleep infinity",
     ]

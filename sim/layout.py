@@ -84,7 +84,7 @@ INSTRUMENTS = {
                        ("capacitor", "5"), ("beam_energy", "")),
                       ("Offset", "Noise", "BadPixelsDark"), (), "LPD_SIV1_LPDV2_M0"),
     "SCS": Instrument("SCS", 3, "SCS_DET_DSSC1M-1", "DSSC", "scs", "scs", 400, 4.5,
-                      (("memory_cells", "400"), ("pulseid_checksum", "0"),
+                      (("memory_cells", "400"), ("bias_voltage", "100"), ("pulseid_checksum", "0"),
                        ("acquisition_rate", "4.5"), ("beam_energy", "")),
                       ("Offset", "Noise"), (), "DSSC_F1_M0"),
 }
@@ -186,7 +186,7 @@ def instrument_layout(instrument: str, *, twin_dir: str = ".") -> InstrumentLayo
                             device_classes=tuple(classes), devices=devices, cuda=CUDA)
         flt = (f"cpp{low}_{low}_cal_{i}", f"py{low}_{low}_cal_{i}", name)
         installs.append(InstallPlan(host, ins.account, (server,), WebserverSpec(filter=flt)))
-    installs.append(InstallPlan(caldb_hosts[0], "xcal", (_caldb_server(ins, ids, twin_dir),),
+    installs.append(InstallPlan(caldb_hosts[0], "xcal", (_caldb_server(ins, ids),),
                                 None))
     installs.append(InstallPlan(daq_host, "karabo",
                                 (_daq_server(ins, ids, restart_hosts, twin_dir),), None))
@@ -238,10 +238,11 @@ def _control_devices(ins: Instrument, ids: dict[str, Any],
     }
 
 
-def _caldb_server(ins: Instrument, ids: dict[str, Any], twin_dir: str) -> ServerSpec:
-    table = f"{twin_dir}/caldb/{ins.name}.json"
-    devices = {rid: {"classId": "TwinCalDbRemote", "constantsFile": table}
-               for rid in ids["cal_remotes"]}
+def _caldb_server(ins: Instrument, ids: dict[str, Any]) -> ServerSpec:
+    from sim.caldb_twin import ONLINE_PORT
+
+    devices = {rid: {"classId": "TwinCalDbRemote", "port": ONLINE_PORT + k}
+               for k, rid in enumerate(ids["cal_remotes"])}
     return ServerSpec(name=f"pythonserver_sa{ins.sase}_daq_rcal_0",
                       server_id=f"pythonserver/sa{ins.sase}_daq_rcal_0",
                       device_classes=("TwinCalDbRemote",), devices=devices)
@@ -292,20 +293,15 @@ def default_constants(instrument: str) -> list[dict[str, Any]]:
 
 def install_instrument(layout: InstrumentLayout, hosts: dict[str, Any], *, broker_url: str,
                        topic: str, twin_dir: Any) -> list[Any]:
-    """Write everything one instrument needs on disk: the constants table (if absent), the
-    CUDA folders of GPU hosts, and each Karabo installation; returns the $KARABO folders.
+    """Write everything one instrument needs on disk: the CUDA folders of GPU hosts and each
+    Karabo installation; returns the $KARABO folders.  (The constants: `sim.caldb_twin`.)
 
     ``hosts`` maps host names to ``sim.hosts.TwinHost`` (anything with name, address, root).
     """
-    import json
     from pathlib import Path
 
     from sim.karabo_env import install_karabo
 
-    table = Path(twin_dir) / "caldb" / f"{layout.instrument.name}.json"
-    if not table.exists():
-        table.parent.mkdir(parents=True, exist_ok=True)
-        table.write_text(json.dumps(default_constants(layout.instrument.name), indent=1))
     for plan in layout.hosts:
         for version in plan.cuda:
             (Path(hosts[plan.name].root) / "usr" / "local" / f"cuda-{version}" / "bin").mkdir(
@@ -356,6 +352,7 @@ def start_instruments(twin_dir: Any, instruments: list[str], *, port: int | None
     import json
     from pathlib import Path
 
+    from sim import caldb_twin
     from sim.broker import Broker, free_port
     from sim.karabo_env import start_karabo
 
@@ -374,6 +371,7 @@ def start_instruments(twin_dir: Any, instruments: list[str], *, port: int | None
     topics = {name: f"{prefix}_{name}" for name in layouts}
     side = KaraboSide(root, broker, hosts, layouts, topics)
     try:
+        caldb_twin.seed(root, list(layouts))
         for name, layout in layouts.items():
             side.karabo_dirs += install_instrument(layout, hosts, broker_url=broker.url,
                                                    topic=topics[name], twin_dir=root)

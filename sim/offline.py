@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sim import caldb_twin, procs, slurm
 from sim import hosts as hostmod
-from sim import procs, slurm
 from sim.procs import Proc, TwinError
 
 __all__ = ["Offline", "HOST", "ACCOUNT", "PROGRAMS", "install", "start", "start_all",
@@ -107,6 +107,7 @@ def install(twin_dir: Path, hosts: Mapping[str, hostmod.TwinHost],
     code.mkdir(parents=True, exist_ok=True)
     configs = {
         "webservice": {**common, "zmq_port": info.zmq_port, "python": f"{VENV}/bin/python",
+                       "caldb": caldb_twin.max_web_interface(info.address),
                        "raw_root": "/gpfs/exfel/exp", "partition": slurm.PARTITION,
                        "temp_dir": f"{RUN_DIR}/webservice/temp"},
         "overview": {**common, "port": info.port, "log_lines": 100},
@@ -120,8 +121,9 @@ def install(twin_dir: Path, hosts: Mapping[str, hostmod.TwinHost],
     (run / "webservice" / "temp").mkdir(parents=True, exist_ok=True)
     for folder in (home, run, run / "webservice", run / "webservice" / "temp"):
         os.chown(folder, uid, uid)
-    gpfs_reports = Path(twin_dir) / "gpfs" / "exfel" / "d" / "cal" / "caldb_store" / "xfel"
-    (gpfs_reports / "reports").mkdir(parents=True, exist_ok=True)
+    reports = caldb_twin.store_root(twin_dir) / "xfel" / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    os.chown(reports, uid, uid)  # the dark jobs (xcal) write the reports of section 8
     return info
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from sim import caldb_twin
 from sim.hosts import OPERATOR, TwinHost
 from sim.sshd import KeyPaths
 
@@ -86,6 +87,8 @@ def site_overlay(twin_dir: Path, broker_url: str | None, topics: Mapping[str, st
             "identity": str(keys.identity),
         },
     }
+    transport["caldb"] = {"zmq_interface": caldb_twin.max_web_interface("max-exfl016"),
+                          "access_points": caldb_twin.MAX_WEB_COUNT}
     if smtp_port is not None:
         transport["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "security": "plain"}
     instruments: dict[str, object] = {}

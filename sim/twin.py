@@ -178,6 +178,7 @@ def _host_specs(twin_dir: Path, instruments: Sequence[str]) -> list[hostmod.Host
 
 
 def _karabo_up(twin: Twin, hosts: dict[str, hostmod.TwinHost]) -> None:
+    from sim import caldb_twin
     from sim.broker import Broker
     from sim.layout import install_instrument, instrument_layout
 
@@ -190,6 +191,9 @@ def _karabo_up(twin: Twin, hosts: dict[str, hostmod.TwinHost]) -> None:
     twin.broker_url = broker.url
     twin.timings["broker_s"] = round(time.monotonic() - t0, 2)
     t0 = time.monotonic()
+    caldb_twin.seed(twin.dir, twin.instruments)
+    twin.timings["caldb_s"] = round(time.monotonic() - t0, 2)
+    t0 = time.monotonic()
     expected: list[str] = []
     all_dirs: list[Path] = []
     for instrument in twin.instruments:
@@ -199,6 +203,16 @@ def _karabo_up(twin: Twin, hosts: dict[str, hostmod.TwinHost]) -> None:
         twin.karabo_dirs += [str(d) for d in dirs]
         all_dirs += dirs
         expected += [f"{twin.topics[instrument]} {dev}" for dev in layout.device_ids]
+    if twin.webservice and offline.HOST in hosts:  # the offline access points (12)
+        from sim.karabo_env import install_karabo
+
+        server = caldb_twin.max_web_server()
+        topic = f"{twin.topic_prefix}MAX_WEB"
+        all_dirs.append(install_karabo(hosts[offline.HOST], offline.ACCOUNT,
+                                       broker_url=broker.url, topic=topic, servers=[server],
+                                       webserver=None))
+        twin.karabo_dirs.append(str(all_dirs[-1]))
+        expected += [f"{topic} {dev}" for dev in server.devices]
     twin.save()
     _start_installations(twin, all_dirs)
     twin.timings["karabo_s"] = round(time.monotonic() - t0, 2)

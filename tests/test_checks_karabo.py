@@ -14,9 +14,11 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from checks import karabo as kc
@@ -40,6 +42,7 @@ SERVER_ID = "mlkt/kt_cal_0"
 def _devices(root: Path) -> dict[str, dict[str, Any]]:
     good = [{"parameter": "memory_cells", "value": "352"},
             {"parameter": "acquisition_rate", "value": "1.1"},
+            {"parameter": "bias_voltage", "value": "300"},
             {"parameter": "beam_energy", "value": ""}]
     bad = [{"parameter": "memory_cells", "value": "None"},
            {"parameter": "acquisition_rate", "value": "4.5"},
@@ -62,16 +65,27 @@ def _devices(root: Path) -> dict[str, dict[str, Any]]:
         MGR_GONE: {"classId": "TwinCalManager", "corrections": [CORR_A, "KT/CAL/NOT_THERE"]},
         CORR_A: {**corr, "physicalDevice": "PD00"},
         CORR_B: {**corr, "physicalDevice": "PD01"},
-        REMOTE: {"classId": "TwinCalDbRemote", "constantsFile": str(root / "constants.json")},
+        REMOTE: {"classId": "TwinCalDbRemote"},
     }
 
 
 def _constants(root: Path) -> None:
-    table = [{"physical_device": "PD00", "constant": name,
-              "conditions": {"memory_cells": "352", "acquisition_rate": "1.1"},
-              "begin_validity": "2024-03-12T09:14:03"}
-             for name in ("Offset", "Noise", "BadPixelsDark")]
-    (root / "constants.json").write_text(json.dumps(table))
+    """PD00's darks at the good conditions, in the DB that the access point serves."""
+    from caldb.store import CalDB
+    from detectors import get_detector_type
+    from detectors.dark.seed import dark_seed
+    from sim import caldb_twin
+
+    (root / "caldb").mkdir()
+    conditions = caldb_twin.calcat_conditions(
+        "AGIPD", {"memory_cells": "352", "acquisition_rate": "1.1", "bias_voltage": "300"})
+    with CalDB.open(caldb_twin.db_url(root), caldb_twin.store_root(root)) as db:
+        db.seed(dark_seed(get_detector_type("AGIPD"), "KT_DET", [0, 1], caldb_twin.PDU_SINCE,
+                          pdus={0: "PD00", 1: "PD01"}))
+        for name in ("Offset", "Noise", "BadPixelsDark"):
+            db.inject(pdu="PD00", calibration=name, conditions=conditions,
+                      begin_at=datetime(2024, 3, 12, 9, 14, 3, tzinfo=UTC),
+                      data=np.zeros((2, 2), np.float32))
 
 
 def _poll(what: str, predicate: Any, deadline_s: float = 60.0) -> Any:
@@ -117,7 +131,8 @@ def mini(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MiniTwin]:
     (home / "var" / "data").mkdir(parents=True)
     devices = _devices(root)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KARABO")}
-    env.update(KARABO=str(home), KARABO_BROKER=broker.url, KARABO_BROKER_TOPIC=topic)
+    env.update(KARABO=str(home), KARABO_BROKER=broker.url, KARABO_BROKER_TOPIC=topic,
+               RUNBOOK_TWIN_DIR=str(root))
     classes = ",".join(sorted({d["classId"] for d in devices.values()}))
     log = root / "server.log"
     server = None

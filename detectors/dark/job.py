@@ -41,6 +41,7 @@ from detectors.dark._summary import (
 from detectors.dark.errors import DarkError
 
 if TYPE_CHECKING:
+    from caldb.remote_client import RemoteClient
     from caldb.store import CalDB
 
 __all__ = ["DarkJob", "DarkResult", "check_runs", "run_modules", "render", "run_dark",
@@ -129,8 +130,8 @@ def _meta(job: DarkJob, runs: DarkRuns, conditions: Mapping[str, float | str]) -
     }
 
 
-def _inject(db: CalDB, job: DarkJob, runs: DarkRuns, module: int, result: ModuleConstants,
-            conditions: Mapping[str, float | str],
+def _inject(db: CalDB | RemoteClient, job: DarkJob, runs: DarkRuns, module: int,
+            result: ModuleConstants, conditions: Mapping[str, float | str],
             echo: Callable[[str], None]) -> list[Injection]:
     det = job.detector
     da = det.karabo_da(module)
@@ -156,6 +157,17 @@ def _inject(db: CalDB, job: DarkJob, runs: DarkRuns, module: int, result: Module
     return out
 
 
+def _open_db(job: DarkJob) -> CalDB | RemoteClient:
+    """The DB itself, or its access points when the URL is their ZMQ interface (12):
+    ``tcp://max-exfl016:8015#8044``, as the webservice passes it."""
+    from caldb.remote_client import RemoteClient, endpoints_of
+    from caldb.store import CalDB
+
+    if job.db_url and job.db_url.startswith("tcp://"):
+        return RemoteClient(endpoints_of(job.db_url))
+    return CalDB.open(job.db_url, job.store_root)
+
+
 def run_modules(job: DarkJob, console: Console | None = None, *,
                 inject: bool = True) -> list[ModuleSummary]:
     """Steps 1-3 and 5 for ``job.modules``: check, read, characterize, inject, print.
@@ -163,8 +175,6 @@ def run_modules(job: DarkJob, console: Console | None = None, *,
     Each module's summary goes to ``<report_dir>/parts``. "Version already taken" is
     printed and recorded, and the job goes on with the next constant.
     """
-    from caldb.store import CalDB
-
     console = console or Console()
     runs = check_runs(job)
     conditions = dark_conditions(job.detector, runs, job.conditions)
@@ -178,7 +188,7 @@ def run_modules(job: DarkJob, console: Console | None = None, *,
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     try:
-        db = CalDB.open(job.db_url, job.store_root) if inject else None
+        db = _open_db(job) if inject else None
     except CalDBError as exc:
         raise DarkError(f"cannot open the calibration DB: {exc}") from exc
     try:

@@ -1,79 +1,77 @@
-"""calibrationDbRemote access points (11.3, 12): answer constant queries.
+"""calibrationDbRemote access points (11.3, 12): the caldb ZMQ protocol, as a Karabo device.
 
-Until the calibration DB of a later issue exists, the access points look constants up in
-an in-twin table, a JSON file per instrument (``constantsFile``), with the facility's
-matching rule: a constant matches when each of its conditions equals the requested value
-(numbers compared as numbers); a requested parameter that the constant does not have must
-be empty; "None" matches nothing.  The file is re-read on every query, so editing it
-(a scenario fault) changes answers at once.
+Each device runs one `caldb.remote.AccessPoint` over the twin's calibration DB
+(`sim.caldb_twin`) on ``tcp://<its host's address>:<port>`` and publishes that endpoint,
+so a client finds the access point through Karabo (the device answers) and talks to it over
+ZMQ (the access point answers).  Its lines (12.1: "Waiting on data", "Start searching in
+Calibration Catalogue...", "Got calibration: ...", "Registered ... successfully") go to
+stdout in the Karabo shape, which multilog keeps in ``var/log/<server>/current``.  A killed
+server takes its access points with it.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import asyncio
+import logging
+import os
+import sys
 from typing import Any
 
-from karabo.middlelayer import AccessMode, Hash, Overwrite, State, String, UInt32, slot
+from karabo.middlelayer import AccessMode, Overwrite, State, String, UInt32
 
 from ._base import TwinDevice
 
-__all__ = ["TwinCalDbRemote", "match_constant", "lookup"]
-
-
-def _equal(requested: str, stored: Any) -> bool:
-    if requested.strip() in ("", "None"):
-        return False
-    try:
-        return abs(float(requested) - float(stored)) < 1e-6
-    except (TypeError, ValueError):
-        return requested.strip() == str(stored).strip()
-
-
-def match_constant(entry: dict[str, Any], conditions: dict[str, str]) -> bool:
-    stored: dict[str, Any] = entry.get("conditions", {})
-    for key, value in stored.items():
-        if not _equal(conditions.get(key, ""), value):
-            return False
-    return all(key in stored or value.strip() == "" for key, value in conditions.items())
-
-
-def lookup(table: list[dict[str, Any]], physical_device: str, constant: str,
-           conditions: dict[str, str]) -> dict[str, Any] | None:
-    """The newest matching constant, or None."""
-    found = [e for e in table
-             if e.get("physical_device") == physical_device and e.get("constant") == constant
-             and match_constant(e, conditions)]
-    return max(found, key=lambda e: str(e["begin_validity"]), default=None)
+__all__ = ["TwinCalDbRemote"]
 
 
 class TwinCalDbRemote(TwinDevice):
-    """One access point (``<SASE>_DAQ_DATA/DM/CAL_REMOTE_<n>``)."""
+    """One access point (``SA<n>_DAQ_DATA/DM/CAL_REMOTE_<k>``, ``MAX_WEB_DATA/DM/...``)."""
 
-    state = Overwrite(defaultValue=State.ON, options=[State.ON, State.ERROR])
-    constantsFile = String(displayedName="Constants table", defaultValue="",
-                           accessMode=AccessMode.INITONLY)
-    requests = UInt32(displayedName="Requests served", defaultValue=0,
+    state = Overwrite(defaultValue=State.INIT, options=[State.INIT, State.ON, State.ERROR])
+    port = UInt32(displayedName="ZMQ port", defaultValue=0, accessMode=AccessMode.INITONLY)
+    endpoint = String(displayedName="ZMQ endpoint", defaultValue="",
+                      accessMode=AccessMode.READONLY)
+    requests = UInt32(displayedName="Requests received", defaultValue=0,
                       accessMode=AccessMode.READONLY)
 
-    @slot
-    def getConstant(self, request: Hash) -> Hash:
-        self.requests = int(self.requests) + 1
-        self.say("INFO", "Waiting on data")
-        self.say("INFO", "Start searching in Calibration Catalogue...")
-        conditions = {k: str(v) for k, v in request["conditions"].items()}
+    _point: Any = None
+
+    async def setup(self) -> None:
+        log = logging.getLogger(f"caldb.remote.{self.deviceId}")
+        if not log.handlers:
+            from caldb.remote import KaraboLogFormatter
+
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(KaraboLogFormatter())
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
         try:
-            table = json.loads(Path(str(self.constantsFile)).read_text())
-        except (OSError, ValueError) as exc:
-            self.say("ERROR", f"cannot read the calibration catalogue: {exc}")
-            return Hash("found", False, "reason", f"catalogue unreadable: {exc}", "date", "")
-        entry = lookup(table, str(request["physicalDevice"]), str(request["constant"]),
-                       conditions)
-        if entry is None:
-            self.say("INFO", f"No calibration {request['constant']} "
-                             f"({request['physicalDevice']}) for these conditions")
-            return Hash("found", False, "reason",
-                        "no constant matches the operating conditions", "date", "")
-        self.say("INFO", f"Got calibration: {request['constant']} "
-                         f"({request['physicalDevice']}), meta_only: True")
-        return Hash("found", True, "reason", "", "date", str(entry["begin_validity"]))
+            self._point = await asyncio.to_thread(self._start)
+        except Exception as exc:  # noqa: BLE001 - the device shows why it cannot serve
+            self.say("ERROR", f"cannot serve the calibration DB: {exc}")
+            self.state = State.ERROR
+            return
+        self.endpoint = self._point.endpoint
+        self.state = State.ON
+
+    def _start(self) -> Any:
+        from caldb.remote import AccessPoint
+        from caldb.store import CalDB
+        from sim import caldb_twin
+
+        twin = os.environ["RUNBOOK_TWIN_DIR"]
+        db = CalDB.open(caldb_twin.db_url(twin), caldb_twin.store_root(twin))
+        address = os.environ.get("RUNBOOK_TWIN_ADDRESS", "127.0.0.1")
+        port = int(self.port) or "*"
+        return AccessPoint(self.deviceId, db, f"tcp://{address}:{port}").start()
+
+    async def tick(self) -> None:
+        if self._point is not None and int(self.requests) != self._point.received:
+            self.requests = self._point.received
+
+    async def onDestruction(self) -> None:
+        if self._point is not None:
+            await asyncio.to_thread(self._point.stop)
+            self._point.db.close()
+        await super().onDestruction()

@@ -18,14 +18,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 from karabo.middlelayer import (
     AccessMode,
     Bool,
     Double,
-    Hash,
-    KaraboError,
     Overwrite,
     Slot,
     State,
@@ -35,7 +34,7 @@ from karabo.middlelayer import (
     background,
 )
 
-from ._base import TwinDevice, invoke, read, split_channel
+from ._base import TwinDevice, read, split_channel
 from .pulses import PulseFilterError, parse_pulse_filter
 
 __all__ = ["TwinSplitter", "TwinCorrection", "TwinGainAdjust", "latency_ms",
@@ -207,7 +206,12 @@ class TwinCorrection(TwinDevice):
         background(self._load())
 
     async def _conditions(self) -> dict[str, str]:
-        mgr = await read(str(self.managerId), ["operatingConditions"])
+        """The manager's rows; a manager slow to answer (a busy broker) is asked again."""
+        mgr = None
+        for _ in range(3):
+            mgr = await read(str(self.managerId), ["operatingConditions"])
+            if mgr is not None:
+                break
         rows = mgr["operatingConditions"] if mgr else []
         return {str(r["parameter"]): str(r["value"]) for r in rows}
 
@@ -255,23 +259,40 @@ class TwinCorrection(TwinDevice):
         return False
 
     async def _fetch(self, name: str, conditions: dict[str, str]) -> str | None:
-        """Ask the access points (random order, next one if one does not answer)."""
-        request = Hash("detector", str(self.karaboId), "physicalDevice",
-                       str(self.physicalDevice), "constant", name,
-                       "conditions", Hash(*[x for kv in conditions.items() for x in kv]))
-        remotes = list(self.calRemotes.value)
-        random.shuffle(remotes)
-        for remote in remotes:
-            try:
-                reply = await invoke(remote, "getConstant", request, timeout=3.0)
-            except (TimeoutError, KaraboError):
-                continue
-            if reply and reply["found"]:
-                return str(reply["date"])
-            self.say("WARN", f"Could not find constant {name}: {reply['reason']}")
+        """Ask the access points over ZMQ (random order, the next one if one does not
+        answer); an access point whose device does not answer is not tried."""
+        from caldb.errors import CalDBError, CalDBUnreachable
+        from caldb.remote_client import RemoteClient
+        from detectors import ConditionsError
+        from sim.caldb_twin import calcat_conditions
+
+        try:
+            wanted = calcat_conditions(str(self.detectorType), conditions)
+        except ConditionsError as exc:
+            self.say("WARN", f"Could not find constant {name}: {exc}")
             return None
-        self.say("WARN", f"Could not find constant {name}: Resource temporarily unavailable")
-        return None
+        endpoints = []
+        for remote in self.calRemotes.value:
+            got = await read(remote, ["endpoint"])
+            if got and got.get("endpoint"):
+                endpoints.append(str(got["endpoint"]))
+        unavailable = f"Could not find constant {name}: Resource temporarily unavailable"
+        if not endpoints:
+            self.say("WARN", unavailable)
+            return None
+        client = RemoteClient(endpoints, timeout_s=3.0, max_attempts=len(endpoints),
+                              backoff_s=0.1)
+        try:
+            version, _ = await asyncio.to_thread(
+                client.retrieve, calibration=name, conditions=wanted,
+                event_at=datetime.now(UTC), pdu=str(self.physicalDevice))
+        except CalDBUnreachable:
+            self.say("WARN", unavailable)
+            return None
+        except CalDBError as exc:
+            self.say("WARN", f"Could not find constant {name}: {exc}")
+            return None
+        return version.begin_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
     async def tick(self) -> None:
         rate = await self._input_rate()

@@ -71,6 +71,23 @@ def poll(what: str, predicate, timeout: float = 30.0, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def dark_request(twin, **req: object) -> dict[str, Any]:
+    """A dark request to the twin's webservice over ZMQ (SPB's AGIPD unless `req` says)."""
+    import zmq
+
+    assert twin.webservice, "the twin runs no webservice"
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.RCVTIMEO, 30_000)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(f"tcp://{twin.webservice['address']}:{twin.webservice['zmq_port']}")
+        sock.send_json({"action": "dark_request", "instrument": "SPB",
+                        "karabo_id": "SPB_DET_AGIPD1M-1", **req})
+        return dict(sock.recv_json())
+    finally:
+        sock.close()
+
+
 def holds_for(condition, seconds: float) -> bool:
     """True if ``condition`` stays true for ``seconds`` (a stall, not a slow step)."""
     end = time.monotonic() + seconds

@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import zmq
 
 from sim import offline
 from sim import twin as twinmod
 from sim.faults import apply_fault, heal
 from sim.scenario import parse_fault
 from sim.twin import Twin
-from tests.twin._kit import diagnose, poll
+from tests.twin._kit import dark_request, diagnose, poll
 from tests.twin.test_twin_ssh import connect
 
 pytestmark = pytest.mark.twin
@@ -48,20 +47,6 @@ def _run_dir(twin: Twin) -> Path:
 
 
 
-def _request(twin: Twin, **req: object) -> dict:
-    assert twin.webservice
-    sock = zmq.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.RCVTIMEO, 30_000)
-    sock.setsockopt(zmq.LINGER, 0)
-    try:
-        sock.connect(f"tcp://{twin.webservice['address']}:{twin.webservice['zmq_port']}")
-        sock.send_json({"action": "dark_request", "instrument": "SPB",
-                        "karabo_id": "SPB_DET_AGIPD1M-1", **req})
-        return dict(sock.recv_json())  # type: ignore[arg-type]
-    finally:
-        sock.close()
-
-
 def test_4_2_1_webservice_and_overview_run_as_xcal_with_the_guidelines_command_lines(
         hosts_twin: Twin) -> None:
     with connect(hosts_twin, HOST, "xcal") as conn:
@@ -79,7 +64,7 @@ def test_4_2_1_webservice_and_overview_run_as_xcal_with_the_guidelines_command_l
 
 def test_4_2_2_a_dark_request_logs_three_lines_and_submits_a_job_8_1(hosts_twin: Twin) -> None:
     (hosts_twin.dir / "gpfs/exfel/exp/SPB/202031/p900201/raw/r0012").mkdir(parents=True)
-    reply = _request(hosts_twin, proposal=900201, run=12)
+    reply = dark_request(hosts_twin, proposal=900201, run=12)
     assert reply["status"] == "SUCCESS", reply
     lines = [LINE.match(x) for x in (_run_dir(hosts_twin) / "web.log").read_text().splitlines()]
     messages = [m.group(2) for m in lines if m]
@@ -102,7 +87,7 @@ def test_4_2_2_a_dark_request_logs_three_lines_and_submits_a_job_8_1(hosts_twin:
 
 
 def test_4_2_2_a_request_without_raw_data_is_an_error_line(hosts_twin: Twin) -> None:
-    reply = _request(hosts_twin, proposal=900201, run=99)
+    reply = dark_request(hosts_twin, proposal=900201, run=99)
     assert reply["status"] == "FAILED"
     last = (_run_dir(hosts_twin) / "web.log").read_text().splitlines()[-1]
     assert " - root - ERROR - " in last and "proposal 900201, run 99" in last

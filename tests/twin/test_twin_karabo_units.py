@@ -1,4 +1,4 @@
-"""Pure parts of the twin's Karabo side: pulse filters, constant matching, layouts,
+"""Pure parts of the twin's Karabo side: pulse filters, operating conditions, layouts,
 run files and scenario files (no broker, no servers)."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import re
 
 import pytest
 
+from detectors import ConditionsError
 from engine.errors import ValidationError
-from sim.devices.caldb_remote import lookup, match_constant
+from sim.caldb_twin import calcat_conditions
 from sim.devices.pipeline import latency_ms
 from sim.devices.pulses import PulseFilterError, parse_pulse_filter
 from sim.devices.restart import omitted
@@ -41,26 +42,23 @@ def test_latency_matches_the_guidelines_figures_11_6():
     assert latency_ms(256, 256) == pytest.approx(2000)
 
 
-def test_constant_matching_rules_11_3():
-    entry = {"physical_device": "M1", "constant": "Offset", "begin_validity": "2024",
-             "conditions": {"memory_cells": 352, "bias_voltage": 300}}
-    assert match_constant(entry, {"memory_cells": "352.0", "bias_voltage": "300",
-                                  "beam_energy": ""})
-    assert not match_constant(entry, {"memory_cells": "352", "bias_voltage": "None"})
-    assert not match_constant(entry, {"memory_cells": "352", "bias_voltage": "300",
-                                      "beam_energy": "9.3"})
-    older = dict(entry, begin_validity="2023")
-    assert lookup([older, entry], "M1", "Offset",
-                  {"memory_cells": "352", "bias_voltage": "300"}) is entry
-    assert lookup([entry], "M2", "Offset", {"memory_cells": "352"}) is None
+def test_manager_conditions_become_the_dark_injections_conditions_11_4():
+    rows = dict(INSTRUMENTS["SPB"].conditions)
+    assert calcat_conditions("AGIPD", rows) == {
+        "Sensor Bias Voltage": 300.0, "Memory cells": 352.0, "Acquisition rate": 1.1,
+        "Gain setting": 0.0, "Pixels X": 512.0, "Pixels Y": 128.0}
+    assert calcat_conditions("AGIPD", dict(rows, memory_cells="202"))["Memory cells"] == 202.0
+    with pytest.raises(ConditionsError, match="memory_cells"):
+        calcat_conditions("AGIPD", dict(rows, memory_cells="None"))
+    with pytest.raises(ConditionsError, match="unknown parameter 'photon_energy'"):
+        calcat_conditions("AGIPD", dict(rows, photon_energy="9.3"))
 
 
-def test_default_table_matches_the_default_conditions():
-    ins = INSTRUMENTS["SPB"]
-    conditions = dict(ins.conditions)
-    table = default_constants("SPB")
-    for name in ins.constants:
-        assert lookup(table, f"{ins.physical_prefix}07", name, conditions) is not None
+@pytest.mark.parametrize("name", sorted(INSTRUMENTS))
+def test_the_default_constants_have_conditions_that_the_db_takes(name):
+    ins = INSTRUMENTS[name]
+    for entry in default_constants(name):
+        assert calcat_conditions(ins.detector_type, entry["conditions"])
 
 
 def test_omit_from_restart_expressions_11_1():

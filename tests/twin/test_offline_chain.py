@@ -1,0 +1,134 @@
+"""The chain that the guidelines are about (4, 5, 7, 8, 11.3, 12): a dark characterization
+requested at the webservice runs as a Slurm job as xcal, injects through the offline
+calibrationDbRemote access points, writes its report where section 8 says; the online
+pipeline, started again, loads the new constants; disabling them (7) brings back the
+previous ones.  One full twin with the webservice, its own topic."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from caldb.remote_client import RemoteClient, endpoints_of
+from sim import caldb_twin, offline, operate
+from sim import twin as twinmod
+from sim.devices.client import run_actions
+from sim.layout import instrument_layout
+from sim.rawdata import write_raw_run
+from sim.twin import Twin
+from tests.twin._kit import dark_request, poll
+
+pytestmark = [pytest.mark.twin, pytest.mark.xdist_group("offline")]
+
+IDS = instrument_layout("SPB").devices
+KARABO_ID = "SPB_DET_AGIPD1M-1"
+MODULE = 3
+PROPOSAL, RUNS = 900201, (20, 21, 22)
+SEEDED = "2024-03-12T09:14:03"
+TAKEN = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)   # when the dark runs were taken
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twin]:
+    folder = tmp_path_factory.mktemp("chain")
+    started = twinmod.up(folder, ["SPB"], topic_prefix=f"t{secrets.token_hex(4)}_")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RUNBOOK_SIM_DIR", str(started.dir))
+        mp.setenv("RUNBOOK_INVENTORY_PATH", str(started.dir / "inventory"))
+        mp.setenv("RUNBOOK_TWIN_HOSTS", str(started.hosts_file))
+        mp.setenv("RUNBOOK_CALDB", caldb_twin.db_url(started.dir))
+        mp.setenv("RUNBOOK_CALDB_STORE", str(caldb_twin.store_root(started.dir)))
+        try:
+            yield started
+        finally:
+            assert twinmod.down(started.dir) == []
+
+
+def _act(twin: Twin, *actions: dict[str, Any]) -> list[Any]:
+    return run_actions(str(twin.broker_url), twin.topics["SPB"], list(actions))
+
+
+def _dates(twin: Twin) -> tuple[str, str]:
+    """The Offset dates of the characterized module and of a neighbour."""
+    mine, other = _act(twin, {"device": IDS["corrections"][MODULE], "get": ["offsetDate"]},
+                       {"device": IDS["corrections"][MODULE - 1], "get": ["offsetDate"]})
+    return str(mine["offsetDate"]), str(other["offsetDate"])
+
+
+def _start_pipeline_again(twin: Twin) -> None:
+    """3.6: stop the detector, reset, start pipeline, send again."""
+    operate.stop_detector(twin, "SPB")
+    _act(twin, {"device": IDS["cal_manager"], "call": "reset"})
+
+    def state() -> str:
+        return str(_act(twin, {"device": IDS["init"], "get": ["state"]})[0]["state"])
+
+    poll("INIT ready", lambda: state() in ("ON", "ACTIVE", "ERROR"), 60, interval=1)
+    _act(twin, {"device": IDS["init"], "call": "start_pipeline"})
+    poll("INIT to start", lambda: state() == "CHANGING", 30, interval=0.5)
+    assert poll("the pipeline ACTIVE", lambda: state() in ("ACTIVE", "ERROR") and state(),
+                180, interval=1) == "ACTIVE"
+
+
+def test_12_1_offline_access_points_answer_and_log_as_the_guidelines_show(full: Twin) -> None:
+    address = full.hosts[offline.HOST].address
+    client = RemoteClient(endpoints_of(caldb_twin.max_web_interface(address)), timeout_s=10)
+    assert client.ping().startswith(caldb_twin.MAX_WEB_PREFIX)
+    log = (full.hosts[offline.HOST].scratch("xcal") / "karabo" / "var" / "log"
+           / caldb_twin.MAX_WEB_SERVER / "current")
+    text = poll("the access points' log", lambda: log.exists() and log.read_text(), 30)
+    assert f"INFO {caldb_twin.MAX_WEB_PREFIX}0 : Waiting on data" in text
+
+
+@pytest.mark.timeout(600)
+def test_dark_request_to_pipeline_constants_and_disable_brings_back_the_old(
+        full: Twin) -> None:
+    operate.online(full, "SPB")
+    before = _dates(full)
+    assert before == (SEEDED, SEEDED), before
+
+    for gain, run in enumerate(RUNS):
+        write_raw_run(full.dir, "SPB", 202031, PROPOSAL, run, "AGIPD", KARABO_ID,
+                      modules=[MODULE], cells=352, trains=2, gain_stage=gain, seed=run,
+                      when=TAKEN)
+    reply = dark_request(full, proposal=PROPOSAL, runs=list(RUNS))
+    assert reply["status"] == "SUCCESS", reply
+    home = full.hosts[offline.HOST].home("xcal")
+    temp = home / Path(reply["temp"]).relative_to("/home/xcal")
+    assert temp.is_dir()
+    def ended() -> str | None:
+        if not temp.exists():
+            return "deleted"  # the job deletes its temp folder only on success (8.1)
+        outs = list(temp.glob("slurm-*.out"))
+        text = outs[0].read_text() if outs else ""
+        return text if "finished with exit status" in text else None
+
+    assert poll("the dark job to end", ended, 240, interval=1) == "deleted"
+    reports = full.dir / "gpfs" / "exfel" / "d" / "cal" / "caldb_store" / "xfel" / "reports"
+    found = sorted((reports / "SPB" / KARABO_ID / "dark").glob(f"dark_{PROPOSAL:06d}_*"))
+    assert found and (found[-1] / "index.html").exists(), found
+    log = (full.hosts[offline.HOST].scratch("xcal") / "karabo" / "var" / "log"
+           / caldb_twin.MAX_WEB_SERVER / "current").read_text()
+    assert "successfully" in log and "Start writing to Calibration Catalogue..." in log
+
+    _start_pipeline_again(full)
+    assert _dates(full) == (TAKEN.strftime("%Y-%m-%dT%H:%M:%S"), SEEDED)
+
+    physical = f"{instrument_layout('SPB').instrument.physical_prefix}{MODULE:02d}"
+    day = f"{TAKEN:%Y-%m-%d}"
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "runbook"), "run", "disable-constants", "--site",
+         "sim", "-i", "SPB", "--yes", "-p", f"physical_device={physical}",
+         "-p", f"start_from={day}T00:00:00", "-p", f"start_to={day}T23:59:59",
+         "-p", "why=faulty darks of the chain test"],
+        capture_output=True, text=True, timeout=120, input="y\ny\n")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    _start_pipeline_again(full)
+    assert _dates(full) == (SEEDED, SEEDED)
