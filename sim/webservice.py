@@ -169,6 +169,7 @@ def handle(cfg: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
     argv = [cfg["python"], "-m", "detectors.dark", "--instrument", instrument,
             "--detector", karabo_id, "--runs", label, "--proposal", str(proposal),
             "--raw-root", str(Path(raw[0]).parent), "--report-dir", report,
+            *(["--db", cfg["caldb"]] if cfg.get("caldb") else []),
             *_as_args(options), *cfg.get("dark_args", [])]
     (temp / "inputParameters.rst").write_text(
         "Input of the characterization\n==============================\n\n"
