@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from sim.karabo_env import ServerSpec
 
 __all__ = ["db_url", "store_root", "calcat_conditions", "seed", "max_web_server",
-           "max_web_interface", "ONLINE_PORT", "MAX_WEB_PORT", "MAX_WEB_SERVER",
+           "max_web_interface", "max_web_topic", "ONLINE_PORT", "MAX_WEB_PORT", "MAX_WEB_SERVER",
            "MAX_WEB_PREFIX", "MAX_WEB_COUNT", "PDU_SINCE"]
 
 ONLINE_PORT = 7015      # SA<n>_DAQ_DATA/DM/CAL_REMOTE_<k> listens on ONLINE_PORT + k
@@ -138,6 +138,11 @@ def max_web_server() -> ServerSpec:
                for n in range(MAX_WEB_COUNT)}
     return ServerSpec(name=MAX_WEB_SERVER, server_id="pythonserver/max_web_rcal_0",
                       device_classes=("TwinCalDbRemote",), devices=devices)
+
+
+def max_web_topic(topic_prefix: str) -> str:
+    """The broker topic of the offline access points' Karabo installation (ITDM's own)."""
+    return f"{topic_prefix}MAX_WEB"
 
 
 def max_web_interface(address: str) -> str:

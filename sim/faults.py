@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.errors import RunbookError
+from sim import _faults_caldb as caldb_faults
 from sim import _faults_offline as offline_faults
 from sim import karabo_env as kenv
 from sim.devices.client import run_actions
@@ -311,7 +312,7 @@ _HANDLERS = {
     "aggregator_error": _aggregator_error, "module_not_sending": _module_not_sending,
     "min_modules": _min_modules, "output_every_nth": _output_every_nth,
     "pulse_filter": _pulse_filter, "wrong_daq_output": _wrong_daq_output,
-    "gui_server_trouble": _gui_server, **offline_faults.HANDLERS,
+    "gui_server_trouble": _gui_server, **offline_faults.HANDLERS, **caldb_faults.HANDLERS,
 }
 
 
@@ -328,6 +329,7 @@ def heal(twin: TwinLike, instrument: str | None = None) -> None:
     guidelines' remedy needs one, as after any repair at the facility.
     """
     offline_faults.heal(twin)
+    caldb_faults.heal(twin)
     if not twin.karabo_dirs:  # a hosts-only twin: nothing of Karabo to heal
         return
     name = (instrument or _only(twin)).upper()

@@ -83,7 +83,7 @@ def _argv(name: str) -> list[str]:
 
 
 def install(twin_dir: Path, hosts: Mapping[str, hostmod.TwinHost],
-            cluster: slurm.SlurmCluster) -> Offline:
+            cluster: slurm.SlurmCluster, *, access_points: bool = True) -> Offline:
     """Write xcal's webservice tree on max-exfl016; the account owns its run folder."""
     if HOST not in hosts:
         raise TwinError(f"the twin has no {HOST}, where the offline calibration runs (4.1)")
@@ -107,7 +107,10 @@ def install(twin_dir: Path, hosts: Mapping[str, hostmod.TwinHost],
     code.mkdir(parents=True, exist_ok=True)
     configs = {
         "webservice": {**common, "zmq_port": info.zmq_port, "python": f"{VENV}/bin/python",
-                       "caldb": caldb_twin.max_web_interface(info.address),
+                       # Without the offline access points (no Karabo), the dark jobs
+                       # inject into xcal's own DB.
+                       "caldb": (caldb_twin.max_web_interface(info.address)
+                                 if access_points else ""),
                        "raw_root": "/gpfs/exfel/exp", "partition": slurm.PARTITION,
                        "temp_dir": f"{RUN_DIR}/webservice/temp"},
         "overview": {**common, "port": info.port, "log_lines": 100},

@@ -223,8 +223,24 @@ class VersionTaken(_F):
     timeout: Annotated[float, Field(gt=0, le=1800)] = 300.0
 
 
+class CaldbRemoteOverloaded(_F):
+    """12.2: the offline access points ran out of memory: they take queries and neither
+    answer nor log, while a correction job of xcal keeps querying."""
+    kind: Literal["caldb_remote_overloaded"]
+    seconds: Annotated[int, Field(ge=60)] = 3600
+
+
+class CaldbRequestStorm(_F):
+    """12.2: a job of xcal with legacy code and too short a timeout repeats one request."""
+    kind: Literal["caldb_request_storm"]
+    timeout: Annotated[float, Field(gt=0, le=60)] = 0.05
+    interval: Annotated[float, Field(ge=0, le=60)] = 0.05
+    seconds: Annotated[int, Field(ge=60)] = 3600
+
+
 _OFFLINE = (WebserviceDead, OverviewDown, MaxwellBusy, JobsPilingUp, JobNeverLaunched,
-            ReportRenderingFailed, PlottingErrorsOnly, WrongInputParameter, VersionTaken)
+            ReportRenderingFailed, PlottingErrorsOnly, WrongInputParameter, VersionTaken,
+            CaldbRemoteOverloaded, CaldbRequestStorm)
 
 
 Fault = Annotated[
@@ -234,7 +250,7 @@ Fault = Annotated[
     | AggregatorError | ModuleNotSending | MinModules | OutputEveryNth | PulseFilter
     | WrongDaqOutput | GuiServerTrouble | WebserviceDead | OverviewDown | MaxwellBusy
     | JobsPilingUp | JobNeverLaunched | ReportRenderingFailed | PlottingErrorsOnly
-    | WrongInputParameter | VersionTaken,
+    | WrongInputParameter | VersionTaken | CaldbRemoteOverloaded | CaldbRequestStorm,
     Field(discriminator="kind"),
 ]
 FAULT_KINDS = sorted(

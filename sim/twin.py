@@ -207,7 +207,7 @@ def _karabo_up(twin: Twin, hosts: dict[str, hostmod.TwinHost]) -> None:
         from sim.karabo_env import install_karabo
 
         server = caldb_twin.max_web_server()
-        topic = f"{twin.topic_prefix}MAX_WEB"
+        topic = caldb_twin.max_web_topic(twin.topic_prefix)
         all_dirs.append(install_karabo(hosts[offline.HOST], offline.ACCOUNT,
                                        broker_url=broker.url, topic=topic, servers=[server],
                                        webserver=None))
@@ -403,7 +403,7 @@ def up(twin_dir: Path | None, instruments: Iterable[str], scenario: Path | None 
         slurm_procs.append(twin.record(slurm.start_maxwell_node(cluster, hosts, namespaces)))
         slurm_s += time.monotonic() - t0
         t0 = time.monotonic()
-        service = offline.install(twin_dir, hosts, cluster)
+        service = offline.install(twin_dir, hosts, cluster, access_points=with_karabo)
         offline_procs: list[Proc] = []
         if webservice:
             twin.webservice = service.to_dict()

@@ -33,6 +33,10 @@ class TwinCalDbRemote(TwinDevice):
                       accessMode=AccessMode.READONLY)
     requests = UInt32(displayedName="Requests received", defaultValue=0,
                       accessMode=AccessMode.READONLY)
+    mode = String(displayedName="Serving mode", defaultValue="ok",
+                  options=["ok", "slow", "hung"],
+                  description="hung: takes queries and never answers nor logs (12.2, an "
+                              "overloaded server); a fault sets it, a restart clears it")
 
     _point: Any = None
 
@@ -67,8 +71,12 @@ class TwinCalDbRemote(TwinDevice):
         return AccessPoint(self.deviceId, db, f"tcp://{address}:{port}").start()
 
     async def tick(self) -> None:
-        if self._point is not None and int(self.requests) != self._point.received:
+        if self._point is None:
+            return
+        if int(self.requests) != self._point.received:
             self.requests = self._point.received
+        if self._point.mode != str(self.mode):
+            self._point.set_mode(str(self.mode), delay_s=5.0)
 
     async def onDestruction(self) -> None:
         if self._point is not None:

@@ -6,6 +6,7 @@ previous ones.  One full twin with the webservice, its own topic."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -20,10 +21,12 @@ from caldb.remote_client import RemoteClient, endpoints_of
 from sim import caldb_twin, offline, operate
 from sim import twin as twinmod
 from sim.devices.client import run_actions
+from sim.faults import apply_fault, heal
 from sim.layout import instrument_layout
 from sim.rawdata import write_raw_run
+from sim.scenario import parse_fault
 from sim.twin import Twin
-from tests.twin._kit import dark_request, poll
+from tests.twin._kit import dark_request, diagnose, poll
 
 pytestmark = [pytest.mark.twin, pytest.mark.xdist_group("offline")]
 
@@ -81,8 +84,7 @@ def test_12_1_offline_access_points_answer_and_log_as_the_guidelines_show(full: 
     address = full.hosts[offline.HOST].address
     client = RemoteClient(endpoints_of(caldb_twin.max_web_interface(address)), timeout_s=10)
     assert client.ping().startswith(caldb_twin.MAX_WEB_PREFIX)
-    log = (full.hosts[offline.HOST].scratch("xcal") / "karabo" / "var" / "log"
-           / caldb_twin.MAX_WEB_SERVER / "current")
+    log = _log(full)
     text = poll("the access points' log", lambda: log.exists() and log.read_text(), 30)
     assert f"INFO {caldb_twin.MAX_WEB_PREFIX}0 : Waiting on data" in text
 
@@ -114,8 +116,7 @@ def test_dark_request_to_pipeline_constants_and_disable_brings_back_the_old(
     reports = full.dir / "gpfs" / "exfel" / "d" / "cal" / "caldb_store" / "xfel" / "reports"
     found = sorted((reports / "SPB" / KARABO_ID / "dark").glob(f"dark_{PROPOSAL:06d}_*"))
     assert found and (found[-1] / "index.html").exists(), found
-    log = (full.hosts[offline.HOST].scratch("xcal") / "karabo" / "var" / "log"
-           / caldb_twin.MAX_WEB_SERVER / "current").read_text()
+    log = _log(full).read_text()
     assert "successfully" in log and "Start writing to Calibration Catalogue..." in log
 
     _start_pipeline_again(full)
@@ -132,3 +133,56 @@ def test_dark_request_to_pipeline_constants_and_disable_brings_back_the_old(
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     _start_pipeline_again(full)
     assert _dates(full) == (SEEDED, SEEDED)
+
+
+def _log(twin: Twin) -> Path:
+    return (twin.hosts[offline.HOST].scratch("xcal") / "karabo" / "var" / "log"
+            / caldb_twin.MAX_WEB_SERVER / "current")
+
+
+def _runbook(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "runbook"), *argv, "--site", "sim",
+                           "-i", "SPB"], capture_output=True, text=True, timeout=240,
+                          input="y\n" * 5)
+
+
+def test_4_1_offline_login_reaches_xcal_and_its_environment(full: Twin) -> None:
+    res = _runbook("run", "offline-login", "--yes")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+
+
+def test_12_a_healthy_twin_has_no_caldb_remote_findings(full: Twin) -> None:
+    for tree in ("caldb-remote-logs", "caldb-remote-errors"):
+        found = diagnose(tree)
+        assert found.code == 0 and found.findings == [], (tree, found.report)
+
+
+def test_12_2_overloaded_access_points_are_found_and_a_restart_clears_them(
+        full: Twin) -> None:
+    apply_fault(full, parse_fault({"kind": "caldb_remote_overloaded"}), "SPB")
+    try:
+        found = poll("the silent access points found", lambda: (d := diagnose(
+            "caldb-remote-errors", "SPB", "grace_seconds=3")).findings and d, 60, interval=2)
+        assert [f["id"] for f in found.findings] == ["not-responding"], found.report
+        assert found.finding("not-responding")["subject"] == caldb_twin.MAX_WEB_SERVER
+        res = _runbook("run", "restart-caldb-remote", "--yes")
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+        address = full.hosts[offline.HOST].address
+        client = RemoteClient(endpoints_of(caldb_twin.max_web_interface(address)),
+                              timeout_s=10)
+        assert client.ping().startswith(caldb_twin.MAX_WEB_PREFIX)
+    finally:
+        heal(full, "SPB")
+
+
+def test_12_2_a_request_storm_is_found_with_its_job(full: Twin) -> None:
+    apply_fault(full, parse_fault({"kind": "caldb_request_storm"}), "SPB")
+    try:
+        poll("the same request logged 60 times", lambda: _log(full).read_text().count(
+            "Got calibration: Offset (") >= 60, 90, interval=1)
+        found = diagnose("caldb-remote-errors")
+        assert [f["id"] for f in found.findings] == ["request-storm"], found.report
+        assert "legacy_correct_constants_SPB" in json.dumps(found.report)
+    finally:
+        heal(full, "SPB")
+    assert diagnose("caldb-remote-errors", "SPB", "repeat_max=100000").findings == []

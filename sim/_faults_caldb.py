@@ -1,0 +1,110 @@
+"""Faults of the offline calibrationDbRemote access points (guidelines 12.2).
+
+``caldb_remote_overloaded``: the server ran out of memory, so its access points take
+queries and neither answer nor log (their ``mode`` is hung), while a correction job of xcal
+keeps querying them.  ``caldb_request_storm``: a job of xcal with legacy code and far too
+short a timeout sends the same request again and again.  Both jobs are real Slurm jobs as
+xcal on max-exfl016 that query through caldb's ZMQ client; `heal` cancels them and puts the
+access points back in service.
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+import shlex
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RunbookError
+from sim import caldb_twin, offline, slurm
+from sim.devices.client import run_actions
+
+__all__ = ["HANDLERS", "heal", "QUERY_JOB", "STORM_JOB"]
+
+QUERY_JOB = "correct_constants_query"
+STORM_JOB = "legacy_correct_constants"
+
+_QUERY = """\
+import json, sys, time
+from datetime import UTC, datetime
+from caldb.remote_client import RemoteClient, endpoints_of
+from engine.errors import RunbookError
+interface, timeout, pause, pdu, conditions = sys.argv[1:6]
+client = RemoteClient(endpoints_of(interface), timeout_s=float(timeout), max_attempts=1)
+while True:
+    try:
+        client.retrieve(calibration="Offset", conditions=json.loads(conditions),
+                        event_at=datetime.now(UTC), pdu=pdu)
+    except RunbookError as exc:  # not found, or no answer in time: ask again
+        print(exc, flush=True)
+    time.sleep(float(pause))
+"""
+
+
+class CaldbFaultError(RunbookError):
+    """A fault of the access points could not be made to happen."""
+
+
+def _cluster(twin: Any) -> slurm.SlurmCluster:
+    if not getattr(twin, "slurm", None):
+        raise CaldbFaultError("this twin runs no Slurm (Maxwell)")
+    return slurm.SlurmCluster.from_dict(twin.slurm)
+
+
+def _slurm(twin: Any, *argv: str) -> str:
+    got = slurm.client(_cluster(twin).conf, list(argv))
+    if got.returncode != 0:
+        raise CaldbFaultError(f"`{' '.join(argv)}` failed: {(got.stderr or got.stdout).strip()}")
+    return got.stdout
+
+
+def _access_points(twin: Any, mode: str) -> None:
+    if not (getattr(twin, "webservice", None) and twin.karabo_dirs):
+        raise CaldbFaultError("this twin runs no offline access points (it needs Karabo and "
+                              "the webservice)")
+    server = caldb_twin.max_web_server()
+    run_actions(str(twin.broker_url), caldb_twin.max_web_topic(twin.topic_prefix),
+                [{"device": d, "set": {"mode": mode}} for d in server.devices])
+
+
+def _querying_job(ctx: Any, name: str, timeout_s: float, pause_s: float, seconds: int) -> str:
+    """A job of xcal that asks the offline access points for one module's Offset, again
+    and again; returns its id."""
+    ins = ctx.layout.instrument
+    conditions = caldb_twin.calcat_conditions(ins.detector_type, dict(ins.conditions))
+    address = ctx.twin.hosts[offline.HOST].address
+    argv = [f"{offline.VENV}/bin/python", "-c", _QUERY,
+            caldb_twin.max_web_interface(address), str(timeout_s), str(pause_s),
+            f"{ins.physical_prefix}00", json.dumps(conditions)]
+    entry = pwd.getpwnam(slurm.USER)
+    return _slurm(ctx.twin, "sbatch", "--parsable", f"--job-name={name}",
+                  f"--uid={entry.pw_uid}", f"--gid={entry.pw_gid}", "--chdir=/tmp",
+                  "--output=/dev/null", "--wrap",
+                  f"timeout {seconds} {shlex.join(argv)}").strip().split(";")[0]
+
+
+def _overloaded(ctx: Any, f: Any) -> None:
+    _access_points(ctx.twin, "hung")
+    _querying_job(ctx, f"{QUERY_JOB}_{ctx.instrument}", 30.0, 1.0, f.seconds)
+
+
+def _storm(ctx: Any, f: Any) -> None:
+    _querying_job(ctx, f"{STORM_JOB}_{ctx.instrument}", f.timeout, f.interval, f.seconds)
+
+
+HANDLERS = {"caldb_remote_overloaded": _overloaded, "caldb_request_storm": _storm}
+
+
+def heal(twin: Any) -> None:
+    """Cancel the querying jobs; every offline access point serves again."""
+    if not getattr(twin, "slurm", None):
+        return
+    ids = [job for job, _, name in (line.partition(" ") for line in
+                                    _slurm(twin, "squeue", "-h", "-o", "%i %j").splitlines())
+           if name.startswith((QUERY_JOB, STORM_JOB))]
+    if ids:
+        _slurm(twin, "scancel", *ids)
+    if getattr(twin, "webservice", None) and twin.karabo_dirs and any(
+            Path(k).parents[2].name == offline.HOST for k in twin.karabo_dirs):
+        _access_points(twin, "ok")
