@@ -18,8 +18,8 @@ from engine.result import Result
 if TYPE_CHECKING:
     from caldb.versions import VersionInfo
 
-__all__ = ["VersionFilter", "FlagChange", "caldb_versions", "caldb_version_sets", "caldb_disable",
-           "caldb_enable"]
+__all__ = ["VersionFilter", "FlagChange", "QualityFilter", "caldb_versions", "caldb_version_sets",
+           "caldb_version_quality", "caldb_disable", "caldb_enable"]
 
 DARK = ["Offset", "Noise", "BadPixelsDark", "ThresholdsDark"]
 
@@ -133,6 +133,48 @@ def caldb_version_sets(p: VersionFilter, ctx: Context) -> Result:
         return Result(outcome="fail", evidence="\n".join(lines), observed={"incomplete": short},
                       reason=f"{len(short)} set(s) without all of their dark constants")
     return Result.ok("\n".join(lines), sets=len(sets))
+
+
+class QualityFilter(VersionFilter):
+    max_nan_fraction: float = Field(default=0.01, ge=0, le=1)
+
+
+def _degenerate(data: Any, max_nan: float) -> str | None:
+    """Why an array cannot be a characterization of real dark data, or None."""
+    import numpy as np
+
+    values = np.asarray(data, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    nan = 1.0 - finite.size / max(values.size, 1)
+    if nan > max_nan:
+        return f"{nan:.0%} of the values are NaN or infinite"
+    if finite.size > 1 and float(np.ptp(finite)) == 0.0:
+        return f"every value is {float(finite[0]):g} (flat: no detector behind these darks)"
+    return None
+
+
+@check("caldb.version_quality")
+def caldb_version_quality(p: QualityFilter, ctx: Context) -> Result:
+    """7: faulty constants, seen in their data: NaN-filled or flat arrays (a dark taken with
+    the detector off, a characterization that failed half-way)."""
+    from caldb.errors import CalDBError
+    from caldb.store import CalDB
+    try:
+        found = _find(p)
+        with CalDB.open(p.db, p.store_root) as db:
+            faulty = [(v, why) for v in found
+                      if (why := _degenerate(db.read(v), p.max_nan_fraction)) is not None]
+    except CalDBError as exc:
+        return _caldb_error(exc)
+    if not faulty:
+        return Result.ok(f"{len(found)} version(s) of '{p.physical_device}' look like darks",
+                         versions=len(found))
+    lines = [f"{v.id:>6} {v.physical_name} {v.calibration} {_iso(v.begin_at)}: {why}"
+             for v, why in faulty]
+    bad = [v for v, _ in faulty]
+    return Result(outcome="fail", evidence="\n".join(lines),
+                  observed={"ids": [v.id for v in bad], "sets": _sets(bad)},
+                  reason=f"{len(faulty)} version(s) hold data that no dark produces")
 
 
 def _flag(p: FlagChange, enable: bool) -> Result:

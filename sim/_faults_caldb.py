@@ -1,11 +1,12 @@
-"""Faults of the offline calibrationDbRemote access points (guidelines 12.2).
+"""Faults of the calibration DB and its offline access points (guidelines 7, 12.2).
 
 ``caldb_remote_overloaded``: the server ran out of memory, so its access points take
 queries and neither answer nor log (their ``mode`` is hung), while a correction job of xcal
 keeps querying them.  ``caldb_request_storm``: a job of xcal with legacy code and far too
 short a timeout sends the same request again and again.  Both jobs are real Slurm jobs as
 xcal on max-exfl016 that query through caldb's ZMQ client; `heal` cancels them and puts the
-access points back in service.
+access points back in service.  ``faulty_constants``: darks taken with the detector off
+(flat arrays) injected for one module, newer than the good ones; `heal` disables them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from __future__ import annotations
 import json
 import pwd
 import shlex
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from engine.errors import RunbookError
 from sim import caldb_twin, offline, slurm
@@ -93,11 +97,47 @@ def _storm(ctx: Any, f: Any) -> None:
     _querying_job(ctx, f"{STORM_JOB}_{ctx.instrument}", f.timeout, f.interval, f.seconds)
 
 
-HANDLERS = {"caldb_remote_overloaded": _overloaded, "caldb_request_storm": _storm}
+def _faulty_file(twin: Any) -> Path:
+    return Path(twin.dir) / "faults" / "caldb" / "faulty.json"
+
+
+def _faulty(ctx: Any, f: Any) -> None:
+    """Someone injected darks taken with the detector off: flat arrays, at the current
+    conditions, newer than the good ones, so that the pipeline loads them (section 7)."""
+    from caldb.store import CalDB
+
+    ins = ctx.layout.instrument
+    if not Path(caldb_twin.db_url(ctx.twin.dir).removeprefix("sqlite:///")).exists():
+        raise CaldbFaultError("this twin has no calibration DB (it needs Karabo)")
+    begin = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+    conditions = caldb_twin.calcat_conditions(ins.detector_type, dict(ins.conditions))
+    path = _faulty_file(ctx.twin)
+    ids = json.loads(path.read_text()) if path.exists() else []
+    with CalDB.open(caldb_twin.db_url(ctx.twin.dir), caldb_twin.store_root(ctx.twin.dir)) as db:
+        for name in ins.constants:
+            ids.append(db.inject(pdu=f"{ins.physical_prefix}{f.module:02d}", calibration=name,
+                                 conditions=conditions, begin_at=begin,
+                                 data=np.zeros((4, 4), np.float32),
+                                 description="dark runs taken with the detector off").id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(ids))
+
+
+HANDLERS = {"caldb_remote_overloaded": _overloaded, "caldb_request_storm": _storm,
+            "faulty_constants": _faulty}
 
 
 def heal(twin: Any) -> None:
-    """Cancel the querying jobs; every offline access point serves again."""
+    """Disable the faulty constants; cancel the querying jobs; every offline access point
+    serves again."""
+    path = _faulty_file(twin)
+    if path.exists():
+        from caldb.store import CalDB
+
+        with CalDB.open(caldb_twin.db_url(twin.dir), caldb_twin.store_root(twin.dir)) as db:
+            for ccv in json.loads(path.read_text()):
+                db.disable(ccv, "twin", "heal: faulty constants of a fault")
+        path.unlink()
     if not getattr(twin, "slurm", None):
         return
     ids = [job for job, _, name in (line.partition(" ") for line in

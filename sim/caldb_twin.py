@@ -119,12 +119,14 @@ def _seed_one(twin_dir: Path, instrument: str) -> None:
         spec["calibrations"] += [c for c in ins.optional_constants
                                  if c not in spec["calibrations"]]
         db.seed(spec)
+        rng = np.random.default_rng(7)
         for entry in default_constants(ins.name):
             begin = datetime.fromisoformat(entry["begin_validity"]).replace(tzinfo=UTC)
+            # A few values with a dark's spread: a flat array would be a faulty constant (7).
+            data = rng.normal(4000.0, 30.0, (4, 4)).astype(np.float32)
             db.inject(pdu=entry["physical_device"], calibration=entry["constant"],
                       conditions=calcat_conditions(ins.detector_type, entry["conditions"]),
-                      begin_at=begin, data=np.zeros((2, 2), np.float32),
-                      description="seeded by the twin")
+                      begin_at=begin, data=data, description="seeded by the twin")
 
 
 MAX_WEB_COUNT = 6   # the sim site's access_points (30 at the facility; six keep the twin light)

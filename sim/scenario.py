@@ -238,9 +238,15 @@ class CaldbRequestStorm(_F):
     seconds: Annotated[int, Field(ge=60)] = 3600
 
 
+class FaultyConstants(_F):
+    """7: darks taken with the detector off (flat) were injected for one module."""
+    kind: Literal["faulty_constants"]
+    module: Module = 3
+
+
 _OFFLINE = (WebserviceDead, OverviewDown, MaxwellBusy, JobsPilingUp, JobNeverLaunched,
             ReportRenderingFailed, PlottingErrorsOnly, WrongInputParameter, VersionTaken,
-            CaldbRemoteOverloaded, CaldbRequestStorm)
+            CaldbRemoteOverloaded, CaldbRequestStorm, FaultyConstants)
 
 
 Fault = Annotated[
@@ -250,7 +256,8 @@ Fault = Annotated[
     | AggregatorError | ModuleNotSending | MinModules | OutputEveryNth | PulseFilter
     | WrongDaqOutput | GuiServerTrouble | WebserviceDead | OverviewDown | MaxwellBusy
     | JobsPilingUp | JobNeverLaunched | ReportRenderingFailed | PlottingErrorsOnly
-    | WrongInputParameter | VersionTaken | CaldbRemoteOverloaded | CaldbRequestStorm,
+    | WrongInputParameter | VersionTaken | CaldbRemoteOverloaded | CaldbRequestStorm
+    | FaultyConstants,
     Field(discriminator="kind"),
 ]
 FAULT_KINDS = sorted(

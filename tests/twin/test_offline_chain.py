@@ -186,3 +186,19 @@ def test_12_2_a_request_storm_is_found_with_its_job(full: Twin) -> None:
     finally:
         heal(full, "SPB")
     assert diagnose("caldb-remote-errors", "SPB", "repeat_max=100000").findings == []
+
+
+def test_7_faulty_constants_are_found_by_their_data_and_heal_disables_them(full: Twin) -> None:
+    prefix = instrument_layout("SPB").instrument.physical_prefix
+    apply_fault(full, parse_fault({"kind": "faulty_constants", "module": MODULE}), "SPB")
+    try:
+        found = diagnose("faulty-constants", "SPB", f"physical_device={prefix}{MODULE:02d}")
+        assert [f["id"] for f in found.findings] == ["faulty-constants"], found.report
+        assert found.finding("faulty-constants")["subject"] == f"{prefix}{MODULE:02d}"
+        assert "flat" in json.dumps(found.report)
+        assert diagnose("faulty-constants", "SPB",
+                        f"physical_device={prefix}{MODULE - 1:02d}").findings == []
+    finally:
+        heal(full, "SPB")
+    assert diagnose("faulty-constants", "SPB",
+                    f"physical_device={prefix}{MODULE:02d}").findings == []
