@@ -187,12 +187,12 @@ def _version_taken(ctx: Any, f: Any) -> None:
         raise OfflineFaultError(f"the first request was refused: {reply}")
     temp = Path(ctx.twin.hosts[offline.HOST].root) / str(reply["temp"]).lstrip("/")
     report = Path(ctx.twin.dir) / str(reply["report"]).lstrip("/")
-    out = temp / f"slurm-{reply['job_id']}.out"
-    _poll(f"the first request's job {reply['job_id']} to finish",
-          lambda: not temp.exists() or "finished with exit status" in _text(out), f.timeout)
+    job = str(reply["job_id"])
+    _poll(f"the first request's job {job} to leave the queue",
+          lambda: job not in _slurm(ctx.twin, "squeue", "-h", "-o", "%i").split(), f.timeout)
     if temp.exists() or not (report / "index.html").exists():
         raise OfflineFaultError(f"the first request's job failed, nothing was injected: "
-                                f"{_text(out)[-2000:]}")
+                                f"{_text(temp / f'slurm-{job}.out')[-2000:]}")
 
 
 def _text(path: Path) -> str:

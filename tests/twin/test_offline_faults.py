@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from itertools import count
@@ -27,8 +25,7 @@ from sim.faults import apply_fault, heal
 from sim.rawdata import write_raw_run
 from sim.scenario import parse_fault
 from sim.twin import Twin
-from tests.twin._kit import Diagnosis, diagnose, poll
-from tests.twin.test_offline_4_8_9 import _request
+from tests.twin._kit import Diagnosis, dark_request, diagnose, poll
 from tests.twin.test_offline_4_8_9 import hosts_twin as _hosts_twin
 
 hosts_twin = _hosts_twin  # the fixture, here for this module's own twin (scope: module)
@@ -44,10 +41,9 @@ _PROPOSALS = count(900301)
 @pytest.fixture(scope="module")
 def twin(request: pytest.FixtureRequest) -> Twin:
     """This module's own hosts-only twin with the webservice (test_offline_4_8_9's fixture),
-    with xcal's DB and report tree ready for dark jobs."""
+    with the SPB AGIPD declared in the DB that xcal's dark jobs inject into."""
     started: Twin = request.getfixturevalue("hosts_twin")
     _seed_xcal_caldb(started)
-    _reports_of_xcal(started)
     return started
 
 
@@ -77,16 +73,6 @@ def _seed_xcal_caldb(twin: Twin) -> None:
         os.chown(path, uid, uid)
 
 
-def _reports_of_xcal(twin: Twin) -> None:
-    """xcal writes the report tree of section 8 (`sim.offline.install` leaves it root's)."""
-    from sim import slurm
-
-    root = twin.dir / "gpfs/exfel/d/cal/caldb_store/xfel/reports"
-    uid = slurm.ensure_user()
-    if root.stat().st_uid != uid:
-        os.chown(root, uid, uid)
-
-
 def _dark_runs(twin: Twin) -> tuple[int, str]:
     """A new proposal with three tiny AGIPD darks (high, medium, low gain): (proposal, runs)."""
     proposal = next(_PROPOSALS)
@@ -97,7 +83,7 @@ def _dark_runs(twin: Twin) -> tuple[int, str]:
 
 
 def _request_runs(twin: Twin, proposal: int, runs: str) -> dict:
-    return _request(twin, proposal=proposal, runs=[int(r) for r in runs.split(",")])
+    return dark_request(twin, proposal=proposal, runs=[int(r) for r in runs.split(",")])
 
 
 def _on_twin(twin: Twin, path: str) -> Path:
@@ -108,21 +94,17 @@ def _on_twin(twin: Twin, path: str) -> Path:
 
 
 def _finished(twin: Twin, reply: dict) -> str:
-    """Wait for the request's job to end; its output (kept in temp, or with the report)."""
+    """Wait until the request's job has left the queue; its output (kept in temp when it
+    failed, copied into the report when it succeeded)."""
     assert reply["status"] == "SUCCESS", reply
-    temp, report = _on_twin(twin, reply["temp"]), _on_twin(twin, reply["report"])
-    name = f"slurm-{reply['job_id']}.out"
-
-    def done() -> str | None:
-        for out in (temp / name, report / name):
-            try:
-                text = out.read_text(errors="replace")
-            except OSError:
-                continue
-            if "finished with exit status" in text:
-                return text
-        return None
-    return poll(f"the job {reply['job_id']} of {reply['name']} to finish", done, JOB_S)
+    job = reply["job_id"]
+    poll(f"the job {job} of {reply['name']} to leave the queue",
+         lambda: job not in _squeue(twin, "-o", "%i").split(), JOB_S)
+    name = f"slurm-{job}.out"
+    for out in (_on_twin(twin, reply["temp"]) / name, _on_twin(twin, reply["report"]) / name):
+        if out.exists():
+            return out.read_text(errors="replace")
+    raise AssertionError(f"{name} is neither in {reply['temp']} nor in {reply['report']}")
 
 
 def _dark_job(twin: Twin, proposal: int | None = None,
@@ -170,21 +152,6 @@ def _squeue(twin: Twin, *argv: str) -> str:
 
 # ---- 5: requesting a dark characterization ---------------------------------------------
 
-def test_5_request_dark_through_the_overview_page(twin: Twin) -> None:
-    proposal, runs = _dark_runs(twin)
-    data = urllib.parse.urlencode({"instrument": "SPB", "karabo_id": KARABO_ID,
-                                   "proposal": proposal, "runs": runs}).encode()
-    url = f"http://{twin.hosts[HOST].address}:{offline.PORT}/request_dark"
-    with urllib.request.urlopen(url, data=data, timeout=40) as answer:
-        reply = json.loads(answer.read())
-    assert reply["status"] == "SUCCESS", reply
-    log = (twin.hosts[HOST].home("xcal") / "calibration_webservice_run" / "web.log").read_text()
-    assert (f"SUCCESS: Started dark characterization: proposal {proposal}, run {runs}\n"
-            in log)
-    assert reply["name"] == f"dark_SPB_AGIPD_p{proposal}_r1_2_3"
-    assert "finished with exit status 0" in _finished(twin, reply)
-
-
 def test_5_plan_request_dark_resolves(twin: Twin) -> None:
     res = subprocess.run([str(Path(sys.executable).parent / "runbook"), "plan", "request-dark",
                           "--site", "sim", "-i", "SPB", "-p", f"detector={KARABO_ID}",
@@ -199,6 +166,25 @@ def test_5_plan_request_dark_resolves(twin: Twin) -> None:
     # both ways of section 5, and the 8.1 trail when no report comes
     assert ("request-dark/dark-characterization", "characterize") in steps
     assert ("request-dark/no-report", "output") in steps
+
+
+def test_5_runbook_run_request_dark_ends_with_the_report(twin: Twin) -> None:
+    """Section 5 as `runbook run request-dark`: the page takes the request, the webservice
+    launches the job, the walk waits for it and finds the report where section 8 says."""
+    proposal, runs = _dark_runs(twin)
+    res = subprocess.run([str(Path(sys.executable).parent / "runbook"), "run", "request-dark",
+                          "--site", "sim", "-i", "SPB", "--yes", "-p", f"detector={KARABO_ID}",
+                          "-p", f"proposal={proposal}", "-p", f"runs={runs}", "-f", "json"],
+                         capture_output=True, text=True, timeout=JOB_S + 60)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    steps = {s["id"]: s for s in json.loads(res.stdout)["steps"]}
+    assert steps["request"]["outcome"] == "done" and steps["launched"]["outcome"] == "ok"
+    assert steps["report"]["outcome"] == "ok", steps["report"]
+    assert f"dark_{proposal:06d}_r1_r2_r3_" in steps["report"]["evidence"]
+    log = (twin.hosts[HOST].home("xcal") / "calibration_webservice_run" / "web.log").read_text()
+    assert (f"SUCCESS: Started dark characterization: proposal {proposal}, run {runs}\n"
+            in log)
+    assert f" dark_SPB_AGIPD_p{proposal}_r1_2_3 " not in _squeue(twin, "-o", " %j ")
 
 
 # ---- 8.1: no report ---------------------------------------------------------------------
