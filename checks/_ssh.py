@@ -17,6 +17,8 @@ all:
   output, exit status and time limit.
 
 Quoting is done in `checks._ssh_script`: callers hand argument lists to `command_line`.
+A command with a NUL byte, or a host or account that is not a plain name, is refused
+(`UnsafeCommand`) before anything is sent: it could not arrive as the literal it was.
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ import asyncssh
 
 from engine.context import Context
 
-from ._ssh_errors import SshError, SshTimeout
+from ._ssh_errors import SshError, SshTimeout, UnsafeCommand
 from ._ssh_exec import execute, runner, translate
-from ._ssh_script import combined_script, command_line, split_combined
+from ._ssh_script import check_literal, combined_script, command_line, split_combined
 from ._ssh_site import SshSettings, Target, site_for
 
 __all__ = [
-    "SshError", "SshTimeout", "SshSettings", "CommandResult", "SshPool", "pool_for",
-    "prefetch", "command_line", "combined_script", "split_combined",
+    "SshError", "SshTimeout", "UnsafeCommand", "SshSettings", "CommandResult", "SshPool",
+    "pool_for", "prefetch", "command_line", "combined_script", "split_combined",
 ]
 
 BATCH_WINDOW = 0.004
@@ -141,12 +143,15 @@ class SshPool:
         need is being opened, share one remote execution; each keeps its own time limit.
         """
         limit = timeout or self.settings.command_timeout
+        check_literal(command)
         return self._call(self._submit(self._site.target(host, user), command, limit), limit)
 
     def run_many(self, host: str, user: str | None, commands: Sequence[str],
                  timeout: float | None = None) -> list[CommandResult]:
         """Several commands in ONE remote execution, run side by side on the host."""
         limit = timeout or self.settings.command_timeout
+        for command in commands:
+            check_literal(command)
         return self._call(self._many(self._site.target(host, user), commands, limit), limit)
 
     def prefetch(self, targets: Iterable[tuple[str | None, str]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.errors import TransportError
 
-__all__ = ["SshError", "SshTimeout"]
+__all__ = ["SshError", "SshTimeout", "UnsafeCommand"]
 
 
 class SshError(TransportError):
@@ -13,3 +13,8 @@ class SshError(TransportError):
 
 class SshTimeout(SshError):
     """A command (or the connection for it) took longer than its timeout."""
+
+
+class UnsafeCommand(SshError):
+    """A value that cannot reach the remote side as a literal (a NUL byte ends a command
+    line there), or a host or account name that is no name; refused before connecting."""

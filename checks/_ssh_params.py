@@ -6,9 +6,17 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ._expect import OutputExpectation
+from ._ssh_script import name_problem
 
 if TYPE_CHECKING:
     from engine.context import Context
@@ -25,6 +33,15 @@ class SshTarget(BaseModel):
     host: str = Field(min_length=1)
     user: str | None = Field(default=None, min_length=1)
     timeout: float | None = Field(default=None, gt=0, description="seconds; default: site's")
+
+    @field_validator("host", "user")
+    @classmethod
+    def _plain_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        why = name_problem("host" if info.field_name == "host" else "account", value) \
+            if value is not None else None
+        if why:
+            raise ValueError(why)
+        return value
 
     @classmethod
     def prefetch(cls, targets: list[SshTarget], ctx: Context) -> None:

@@ -7,20 +7,55 @@ own stdout, stderr, exit status and time limit; `split_combined` takes its outpu
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import shlex
 from collections.abc import Sequence
 
-__all__ = ["command_line", "combined_script", "split_combined", "TIMED_OUT"]
+from ._ssh_errors import UnsafeCommand
+
+__all__ = ["command_line", "combined_script", "split_combined", "check_literal",
+           "name_problem", "TIMED_OUT"]
 
 TIMED_OUT = "T"
 """What `combined_script` prints instead of an exit status for a command past its limit."""
+
+
+def check_literal(command: str) -> str:
+    """`command`, unless it holds a NUL byte: the remote shell's command line ends there,
+    so whatever follows would be lost (or an argument cut short), quoted or not."""
+    if "\0" in command:
+        at = command.index("\0")
+        raise UnsafeCommand(f"a NUL byte (after {command[max(0, at - 20):at]!r}) cannot "
+                            "reach the remote side in a command; remove it from the value")
+    return command
+
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def name_problem(what: str, value: str) -> str | None:
+    """Why `value` is no host (`what` "host") or account name, or None.
+
+    Names reach the ssh_config's `%h`/`%r` tokens and the remote login, never a shell; a
+    name of letters, digits, '_', '.', '-' (or an IP address) cannot mean anything else."""
+    if _NAME.fullmatch(value):
+        return None
+    if what == "host":
+        try:
+            ipaddress.ip_address(value)
+            return None
+        except ValueError:
+            pass
+    return (f"{what} {value!r} is not a plain {what} name (letters, digits, '_', '.', '-'; "
+            "not starting with '.' or '-')")
 
 
 def command_line(argv: Sequence[str]) -> str:
     """One shell command from an argument list, every argument quoted."""
     if not argv:
         raise ValueError("empty command")
-    return shlex.join(str(a) for a in argv)
+    return check_literal(shlex.join(str(a) for a in argv))
 
 
 def _seconds(value: float) -> str:

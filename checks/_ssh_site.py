@@ -23,7 +23,8 @@ from typing import Any, cast
 import asyncssh
 from asyncssh.config import SSHClientConfig, SSHConfig
 
-from ._ssh_errors import SshError
+from ._ssh_errors import SshError, UnsafeCommand
+from ._ssh_script import name_problem
 
 __all__ = ["SshSettings", "Target", "Hop", "Site", "site_for", "forget", "parse_jumps"]
 
@@ -251,6 +252,10 @@ class Site:
 
     def target(self, host: str, user: str | None, port: int | None = None) -> Target:
         """`user@host` resolved through the ssh_config, computed once."""
+        for what, value in (("host", host), ("account", user)):
+            why = name_problem(what, value) if value is not None else None
+            if why:
+                raise UnsafeCommand(why)
         key = (host, user, port)
         with self._lock:
             found = self._targets.get(key)

@@ -8,12 +8,11 @@ latency or a rate sampled over a few seconds, and the log of the server running 
 A device list comes from ``devices`` or from the manager's list property (the CAL_MANAGER
 lists its ``splitters``, ``corrections``, ``gainAdjusts``), as ``karabo.constant_dates``
 reads it.  Devices that do not answer make a check ``unknown`` unless the answer is clear
-without them.  The pulse filter is parsed, never evaluated.
+without them.  The pulse filter is parsed by `engine.pulse_filter`, never evaluated.
 """
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.context import Context
 from engine.errors import RunbookError
+from engine.pulse_filter import PulseFilterError, parse_pulse_filter
 from engine.registry import check
 from engine.result import Result
 
@@ -219,57 +219,6 @@ def min_modules(p: MinModules, ctx: Context) -> Result:
 
 
 # ---- pipeline.pulse_filter ------------------------------------------------------------------
-
-class PulseFilterError(ValueError):
-    """A pulse filter that is neither range() expressions nor a list of integers."""
-
-
-_RANGE = re.compile(r"range\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?(?:,\s*(-?\d+)\s*)?\)")
-
-
-def _parts(text: str) -> list[str]:
-    """Split at the commas outside parentheses."""
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
-        if depth < 0:
-            raise PulseFilterError(f"unbalanced ')' in {text!r}")
-        if ch == "," and depth == 0:
-            parts.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    if depth:
-        raise PulseFilterError(f"unbalanced '(' in {text!r}")
-    return [*parts, cur.strip()]
-
-
-def parse_pulse_filter(text: str, cells: int | None = None) -> list[int]:
-    """Pulse indices selected by ``range(128)``, ``range(0,250,2)``, ``0,2,4,5,6`` or a mix
-    (``range(0,10), 20``), sorted and unique, clipped to ``cells`` when given."""
-    body = text.strip()
-    if body.startswith("[") and body.endswith("]"):
-        body = body[1:-1]
-    if not body.strip():
-        raise PulseFilterError("the pulse filter is empty")
-    selected: set[int] = set()
-    for part in _parts(body):
-        if part.isdigit():
-            selected.add(int(part))
-            continue
-        m = _RANGE.fullmatch(part)
-        if m is None:
-            raise PulseFilterError(f"not a range() or a pulse index: {part!r}"
-                                   if part else f"empty element in {text!r}")
-        a, b, c = m.groups()
-        start, stop, step = (0, int(a), 1) if b is None else (int(a), int(b), int(c or 1))
-        if step == 0:
-            raise PulseFilterError(f"range step is zero in {part!r}")
-        selected.update(i for i in range(start, stop, step) if i >= 0)
-    if cells is not None:
-        selected = {i for i in selected if i < cells}
-    return sorted(selected)
-
 
 class PulseFilter(_Model):
     """The manager's pulse filter as images per second: train rate / nth x pulses (11.6)."""

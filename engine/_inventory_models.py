@@ -7,11 +7,12 @@ documents the YAML format and builds these from files.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .hosts import expand_hosts
+from .hosts import MAX_HOSTS, expand_hosts
 
 __all__ = [
     "CaldbSettings",
@@ -152,7 +153,9 @@ class Group(_Noted):
         names: list[str] = []
         for pattern in patterns:
             names.extend(expand_hosts(pattern))
-        twice = sorted({n for n in names if names.count(n) > 1})
+            if len(names) > MAX_HOSTS:
+                raise ValueError(f"the group stands for more than {MAX_HOSTS:,} hosts")
+        twice = sorted(n for n, times in Counter(names).items() if times > 1)
         if twice:
             raise ValueError(f"host listed more than once: {', '.join(twice)}")
         if not names:
@@ -255,6 +258,8 @@ class Site(_Noted):
         origin: dict[str, str] = {}
         for pattern, entry in self.hosts.items():
             for name in expand_hosts(pattern):
+                if len(entries) >= MAX_HOSTS:
+                    raise ValueError(f"hosts: stands for more than {MAX_HOSTS:,} host names")
                 if name in entries:
                     raise ValueError(
                         f"host '{name}' is covered by both '{origin[name]}' and '{pattern}'"

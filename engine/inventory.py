@@ -41,7 +41,8 @@ Host patterns are expanded by `engine.hosts.expand_hosts` when the site loads.
 Variables merge in one order, later wins, key by key at the top level:
 `site.vars` < `instrument.vars` < `group.vars` < `hosts[<name>].vars`.
 Values are not rendered here: a var such as `/scratch/{{ account }}/karabo` stays a
-template for the walker.
+template for the walker. A template that can never render (a syntax error, or a private
+attribute such as `''.__class__`, which the sandbox refuses) is an error at its place.
 
 Sites are searched in `$RUNBOOK_INVENTORY_PATH` (os.pathsep-separated folders of site
 folders), then `<repo>/inventory`, then `${RUNBOOK_SIM_DIR:-<repo>/.twin}/inventory`;
@@ -62,6 +63,7 @@ from typing import Any
 import pydantic
 
 from ._inventory_models import Detector, Devices, Group, Instrument, KaraboEndpoint, Site
+from ._templates_static import unsafe_templates
 from ._yaml import Positions, did_you_mean, load_yaml, problem, pydantic_problems
 from .errors import RunbookError, ValidationError
 from .redact import secret_values
@@ -143,6 +145,7 @@ def load_site(name: str) -> Inventory:
         raise UnknownName(_unknown_site(name, sites))
     loaded = _load_tree(name, sites, ())
     problems = _check_assumed(loaded.raw, loaded.positions)
+    problems += unsafe_templates(loaded.raw, loaded.positions)
     try:
         site = Site.model_validate(loaded.raw)
     except pydantic.ValidationError as exc:
