@@ -45,12 +45,20 @@ class FlagChange(VersionFilter):
                               description="refuse a filter that matches more than this")
 
 
-def _find(p: VersionFilter) -> list[VersionInfo]:
-    from caldb._time import parse_time
+def _open(p: VersionFilter, ctx: Context) -> Any:
+    """The DB named by the step, else by the site (``transport.caldb.url`` and
+    ``store_root``), else caldb's default ($RUNBOOK_CALDB)."""
     from caldb.store import CalDB
+
+    site = (ctx.transport or {}).get("caldb") or {}
+    return CalDB.open(p.db or site.get("url"), p.store_root or site.get("store_root"))
+
+
+def _find(p: VersionFilter, ctx: Context) -> list[VersionInfo]:
+    from caldb._time import parse_time
     start = parse_time(p.start_from, "start_from")
     end = parse_time(p.start_to, "start_to")
-    with CalDB.open(p.db, p.store_root) as db:
+    with _open(p, ctx) as db:
         found: list[VersionInfo] = []
         for name in p.calibrations:
             found += db.versions(physical_device=p.physical_device, calibration=name,
@@ -88,7 +96,7 @@ def _caldb_error(exc: Exception) -> Result:
 def caldb_versions(p: VersionFilter, ctx: Context) -> Result:
     from caldb.errors import CalDBError
     try:
-        found = _find(p)
+        found = _find(p, ctx)
     except CalDBError as exc:
         return _caldb_error(exc)
     what = "enabled " if p.enabled else ""
@@ -115,7 +123,7 @@ def caldb_version_sets(p: VersionFilter, ctx: Context) -> Result:
     (with ThresholdsDark) for AGIPD; a set with a member missing hints at a wrong filter."""
     from caldb.errors import CalDBError
     try:
-        found = _find(p)
+        found = _find(p, ctx)
     except CalDBError as exc:
         return _caldb_error(exc)
     wanted: dict[str, set[str]] = {}
@@ -158,10 +166,9 @@ def caldb_version_quality(p: QualityFilter, ctx: Context) -> Result:
     """7: faulty constants, seen in their data: NaN-filled or flat arrays (a dark taken with
     the detector off, a characterization that failed half-way)."""
     from caldb.errors import CalDBError
-    from caldb.store import CalDB
     try:
-        found = _find(p)
-        with CalDB.open(p.db, p.store_root) as db:
+        found = _find(p, ctx)
+        with _open(p, ctx) as db:
             faulty = [(v, why) for v in found
                       if (why := _degenerate(db.read(v), p.max_nan_fraction)) is not None]
     except CalDBError as exc:
@@ -177,19 +184,18 @@ def caldb_version_quality(p: QualityFilter, ctx: Context) -> Result:
                   reason=f"{len(faulty)} version(s) hold data that no dark produces")
 
 
-def _flag(p: FlagChange, enable: bool) -> Result:
+def _flag(p: FlagChange, ctx: Context, enable: bool) -> Result:
     from caldb.errors import CalDBError
-    from caldb.store import CalDB
     guard_mutation(("enable" if enable else "disable") + " calibration constant versions")
     try:
-        every = _find(p.model_copy(update={"enabled": False}))
+        every = _find(p.model_copy(update={"enabled": False}), ctx)
         found = [v for v in every if (v.flg_deployed and v.flg_good_quality) != enable]
         if len(found) > p.max_versions:
             return Result(outcome="fail", evidence=_table(found), reason=(
                 f"{len(found)} versions match, more than max_versions={p.max_versions}: "
                 "narrow the physical device or the dates"))
         who = p.who or os.environ.get("USER") or "runbook"
-        with CalDB.open(p.db, p.store_root) as db:
+        with _open(p, ctx) as db:
             changes = [db.enable(v.id, who, p.why) if enable else db.disable(v.id, who, p.why)
                        for v in found]
     except CalDBError as exc:
@@ -207,10 +213,10 @@ def _flag(p: FlagChange, enable: bool) -> Result:
 @action("caldb.disable")
 def caldb_disable(p: FlagChange, ctx: Context) -> Result:
     """Clear deployed and good quality (7.2 step 5) on every enabled match; audited."""
-    return _flag(p, enable=False)
+    return _flag(p, ctx, enable=False)
 
 
 @action("caldb.enable")
 def caldb_enable(p: FlagChange, ctx: Context) -> Result:
     """The undo of `caldb.disable`, on the same filter."""
-    return _flag(p, enable=True)
+    return _flag(p, ctx, enable=True)

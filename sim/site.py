@@ -88,7 +88,9 @@ def site_overlay(twin_dir: Path, broker_url: str | None, topics: Mapping[str, st
         },
     }
     transport["caldb"] = {"zmq_interface": caldb_twin.max_web_interface("max-exfl016"),
-                          "access_points": caldb_twin.MAX_WEB_COUNT}
+                          "access_points": caldb_twin.MAX_WEB_COUNT,
+                          "url": caldb_twin.db_url(twin_dir),
+                          "store_root": str(caldb_twin.store_root(twin_dir))}
     if smtp_port is not None:
         transport["smtp"] = {"host": "127.0.0.1", "port": smtp_port, "security": "plain"}
     instruments: dict[str, object] = {}

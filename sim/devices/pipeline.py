@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from karabo.middlelayer import (
@@ -119,6 +121,8 @@ class TwinSplitter(TwinDevice):
 
 class TwinCorrection(TwinDevice):
     """The module's correction device: constants from the DB, processing on the GPU."""
+
+    _caldb_thread: ThreadPoolExecutor | None = None
 
     state = Overwrite(defaultValue=State.INIT,
                       options=[State.INIT, State.CHANGING, State.ON, State.ACTIVE,
@@ -280,12 +284,17 @@ class TwinCorrection(TwinDevice):
         if not endpoints:
             self.say("WARN", unavailable)
             return None
-        client = RemoteClient(endpoints, timeout_s=3.0, max_attempts=len(endpoints),
+        client = RemoteClient(endpoints, timeout_s=10.0, max_attempts=len(endpoints),
                               backoff_s=0.1)
+        # A thread of the device's own: waiting on ZMQ must not starve the event loop's
+        # default executor, which the server's Karabo side uses too.
+        if self._caldb_thread is None:
+            self._caldb_thread = ThreadPoolExecutor(1, thread_name_prefix="caldb")
         try:
-            version, _ = await asyncio.to_thread(
-                client.retrieve, calibration=name, conditions=wanted,
-                event_at=datetime.now(UTC), pdu=str(self.physicalDevice))
+            version, _ = await asyncio.get_running_loop().run_in_executor(
+                self._caldb_thread, partial(
+                    client.retrieve, calibration=name, conditions=wanted,
+                    event_at=datetime.now(UTC), pdu=str(self.physicalDevice)))
         except CalDBUnreachable:
             self.say("WARN", unavailable)
             return None

@@ -26,11 +26,20 @@ CATALOG = load_catalog()
 #: parameters a tree needs on the twin, beyond --instrument
 PARAMS: dict[str, list[str]] = {
     "no-data-on-disk": ["min_module_size=1M"],  # twin runs are a few trains, not gigabytes
+    "faulty-constants": ["physical_device=AGIPD"],  # every SPB module (fuzzy, as 7.2#3)
 }
 #: diagnosis trees that cannot run on the twin, with the reason (reported as skipped)
 _OFFLINE = ("the session twins run no webservice (one twin per machine may: they share its "
             "process table); tests/twin/test_offline_4_8_9.py runs it on a twin of its own")
-NOT_ON_TWIN: dict[str, str] = {"health-webservice": _OFFLINE, "offline-status": _OFFLINE}
+_OWN = ("a dark request's trail: tests/twin/test_offline_faults.py walks it on a twin with "
+        "the webservice, for a request of its own")
+_MAX_WEB = ("the offline access points run with the webservice only; "
+            "tests/twin/test_offline_chain.py walks it on its full twin")
+NOT_ON_TWIN: dict[str, str] = {
+    "health-webservice": _OFFLINE, "offline-status": _OFFLINE, "overview-checks": _OFFLINE,
+    "no-report": _OWN, "report-errors": _OWN,
+    "caldb-remote-logs": _MAX_WEB, "caldb-remote-errors": _MAX_WEB,
+}
 #: trees known to report a finding on a healthy twin (xfail, with the reason); remove the
 #: entry once the tree is fixed
 KNOWN: dict[str, str] = {}

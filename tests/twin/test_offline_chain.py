@@ -46,8 +46,6 @@ def full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twin]:
         mp.setenv("RUNBOOK_SIM_DIR", str(started.dir))
         mp.setenv("RUNBOOK_INVENTORY_PATH", str(started.dir / "inventory"))
         mp.setenv("RUNBOOK_TWIN_HOSTS", str(started.hosts_file))
-        mp.setenv("RUNBOOK_CALDB", caldb_twin.db_url(started.dir))
-        mp.setenv("RUNBOOK_CALDB_STORE", str(caldb_twin.store_root(started.dir)))
         try:
             yield started
         finally:

@@ -89,6 +89,7 @@ def test_health_slurm_finds_jobs_pending_past_the_limit_4_2_3(
         assert quiet("health-slurm") == []  # pending for less than the limit (60 minutes)
         assert_dashboard_panel(cpus)
         yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False  # as `sim up` writes it (flow style mangles URLs)
         site = yaml.load(twin.site_file)
         site["vars"]["health"] = {"pending_max_minutes": -1}  # any pending job is too old
         yaml.dump(site, twin.site_file)
