@@ -15,7 +15,7 @@ from engine.loader import Catalog, load_catalog
 from engine.registry import Registry
 
 # `make test` runs three pytest-xdist workers (`-n 3 --dist loadgroup`) on two cores: the
-# twin's tests mostly wait for devices.  The twin's modules come in two fixed groups, each
+# twin's tests mostly wait for devices.  The twin's modules come in fixed groups, each
 # run in file order on one worker with its own session twin, so that the order of faults
 # on a twin is the same in every run; any other file is a group of its own, run by
 # whichever worker is free.  Groups balanced by one run's `--durations=0`.
@@ -25,6 +25,9 @@ TWIN_GROUPS = {
     "twin-b": ("test_faults_10.py", "test_faults_11_1.py", "test_faults_11_3.py",
                "test_restart_online.py", "test_health.py", "test_twin_hosts.py",
                "test_twin_karabo.py"),
+    # Twins with the webservice, one at a time: the twins share the machine's process
+    # table, and these tests kill and count webservice.py by pattern.
+    "offline": ("test_offline_4_8_9.py", "test_offline_faults.py", "test_offline_chain.py"),
 }
 _GROUP_OF = {f"tests/twin/{name}": group for group, names in TWIN_GROUPS.items()
              for name in names}

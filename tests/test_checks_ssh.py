@@ -659,12 +659,14 @@ def test_checks_of_one_step_share_one_execution_and_ps_skips_it(ssh_twin):
     pool.batch_window = 1.0  # wide, so that the three threads surely meet
     ctx = Context(mode="diagnose", site="sim", transport=ssh_twin.transport)
     ctx.resources.get(("ssh", settings), lambda: pool, SshPool.close)
+    # A token of this test's own: the machine's process table is shared with every twin
+    # (another test's karabo-check may run meanwhile), the sibling grep carries the token.
+    token = f"sibling-{secrets.token_hex(4)}"
     calls = {
         "kc": lambda: c.ssh_karabo_check(c.KaraboCheck(**SPB, servers=["webserver"]), ctx),
-        "ps": lambda: c.ssh_process(c.Process(**SPB, pattern="karabo-check|Resource temp",
-                                              present=False), ctx),
-        "grep": lambda: c.ssh_log_grep(c.LogGrep(**SPB, path=LOG,
-                                                 pattern="Resource temporarily"), ctx),
+        "ps": lambda: c.ssh_process(c.Process(**SPB, pattern=token, present=False), ctx),
+        "grep": lambda: c.ssh_log_grep(c.LogGrep(**SPB, path=LOG, regex=True,
+                                                 pattern=f"Resource temporarily|{token}"), ctx),
     }
     try:
         with ThreadPoolExecutor(3) as workers:

@@ -36,8 +36,9 @@ from karabo.middlelayer import (
     background,
 )
 
+from engine.pulse_filter import PulseFilterError, parse_pulse_filter
+
 from ._base import TwinDevice, read, split_channel
-from .pulses import PulseFilterError, parse_pulse_filter
 
 __all__ = ["TwinSplitter", "TwinCorrection", "TwinGainAdjust", "latency_ms",
            "GPU_CAPACITY", "CPU_CAPACITY"]

@@ -28,7 +28,7 @@ from sim.scenario import parse_fault
 from sim.twin import Twin
 from tests.twin._kit import dark_request, diagnose, poll
 
-pytestmark = [pytest.mark.twin, pytest.mark.xdist_group("offline")]
+pytestmark = pytest.mark.twin
 
 IDS = instrument_layout("SPB").devices
 KARABO_ID = "SPB_DET_AGIPD1M-1"

@@ -1,4 +1,4 @@
-"""Pure parts of the twin's Karabo side: pulse filters, operating conditions, layouts,
+"""Pure parts of the twin's Karabo side: operating conditions, latency, layouts,
 run files and scenario files (no broker, no servers)."""
 
 from __future__ import annotations
@@ -11,30 +11,10 @@ from detectors import ConditionsError
 from engine.errors import ValidationError
 from sim.caldb_twin import calcat_conditions
 from sim.devices.pipeline import latency_ms
-from sim.devices.pulses import PulseFilterError, parse_pulse_filter
 from sim.devices.restart import omitted
 from sim.karabo_env import ServerSpec, WebserverSpec, server_run_file, webserver_run_file
 from sim.layout import INSTRUMENTS, default_constants, instrument_layout, module_name
 from sim.scenario import FAULT_KINDS, load_scenario, parse_fault
-
-
-@pytest.mark.parametrize(("expr", "count"), [
-    pytest.param("range(128)", 128, id="range-stop"),
-    pytest.param("range(0,250,2)", 125, id="range-stride"),
-    pytest.param("0,2,4,5,6", 5, id="list"),
-    pytest.param("range(0, 10), 20, 21", 12, id="mixed"),
-    pytest.param("[1, 2, 2]", 2, id="brackets-duplicates"),
-    pytest.param("range(0, 1000)", 352, id="clipped-to-cells"),
-])
-def test_pulse_filter_accepts_ranges_and_lists_11_6(expr, count):
-    assert len(parse_pulse_filter(expr, cells=352)) == count
-
-
-@pytest.mark.parametrize("expr", ["", "eval('1')", "range(1,2,0)", "1,,2", "range(1", "-3",
-                                  "__import__('os')"])
-def test_pulse_filter_rejects_anything_else(expr):
-    with pytest.raises(PulseFilterError):
-        parse_pulse_filter(expr)
 
 
 def test_latency_matches_the_guidelines_figures_11_6():
