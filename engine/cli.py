@@ -236,6 +236,12 @@ def _store() -> Any:
         return None
 
 
+def _run_store() -> Any:
+    """A run cannot go on without its state file: that holds its lock and its audit."""
+    from .store import Store
+    return Store.open()
+
+
 def _walk(mode: str, runbook_id: str, instrument: str | None, site: str | None,
           param: list[str] | None, runbooks: list[Path] | None, **kw: Any) -> Any:
     from .runs import Session, walk
@@ -244,9 +250,10 @@ def _walk(mode: str, runbook_id: str, instrument: str | None, site: str | None,
     params = _params(param, instrument)
     instrument = _with_instrument(catalog, runbook_id, params, instrument, inv)
     session = Session(catalog, _registry(), inv)
+    store = None if mode == "plan" else _store() if mode == "diagnose" else _run_store()
     report, _ = walk(session, mode, runbook_id, params,  # type: ignore[arg-type]
                      instrument=instrument, confirm=_confirm, say=typer.echo,
-                     store=_store() if mode != "plan" else None, **kw)
+                     store=store, **kw)
     return catalog, inv, params, report
 
 

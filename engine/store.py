@@ -1,9 +1,11 @@
-"""The engine's memory between commands: one SQLite file for runs, health history and audit.
+"""The engine's memory between commands: one SQLite file for runs, health, audit and locks.
 
 One file (WAL, so that the dashboard reads while a scheduled health run writes) lives at
 ``$RUNBOOK_STATE_DIR/runbook.sqlite``, else ``$XDG_STATE_HOME/runbook/``, else
 ``~/.local/state/runbook/``. Reports are stored as the JSON that `engine.report` renders,
-already redacted by the walk.
+already redacted by the walk. Each audit entry is also appended, masked again with the
+site's secrets, to ``audit.jsonl`` next to that file (see `Store.add_audit`); the locks of
+running procedures are `engine.locks`'s.
 """
 
 from __future__ import annotations
@@ -14,15 +16,17 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import RunbookError
+from .locks import SCHEMA as LOCKS_SCHEMA
+from .redact import redact
 from .result import Report
 
-__all__ = ["Store", "state_dir", "os_user"]
+__all__ = ["Store", "state_dir", "os_user", "new_run_id"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,7 +42,8 @@ CREATE INDEX IF NOT EXISTS health_instrument ON health (site, instrument, id);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user TEXT, site TEXT,
     instrument TEXT, run_id TEXT, step TEXT, what TEXT, outcome TEXT, confirmation TEXT);
-"""
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+""" + LOCKS_SCHEMA
 
 
 def state_dir() -> Path:
@@ -47,6 +52,11 @@ def state_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "runbook"
+
+
+def new_run_id() -> str:
+    """A run's id, given out before the walk so that its lock and audit can name it."""
+    return uuid.uuid4().hex[:12]
 
 
 def os_user() -> str:
@@ -89,8 +99,9 @@ class Store:
     # -- runs ----------------------------------------------------------------------------
 
     def add_run(self, report: Report, started: float, finished: float | None = None,
-                user: str | None = None) -> str:
-        run_id = uuid.uuid4().hex[:12]
+                user: str | None = None, run_id: str | None = None) -> str:
+        """Keep a finished walk; `run_id` when one was given out before (see `new_run_id`)."""
+        run_id = run_id or new_run_id()
         data = report.model_dump(mode="json")
         data["exit_code"] = report.exit_code
         with self._db() as db:
@@ -173,15 +184,38 @@ class Store:
 
     # -- audit ---------------------------------------------------------------------------
 
+    @property
+    def audit_log(self) -> Path:
+        """The append-only JSONL twin of the audit table, next to the state file."""
+        return self.path.with_name("audit.jsonl")
+
     def add_audit(self, *, site: str | None, instrument: str | None, run_id: str | None,
                   step: str, what: str, outcome: str, confirmation: str = "",
-                  user: str | None = None, at: float | None = None) -> None:
-        with self._db() as db:
-            db.execute(
-                "INSERT INTO audit (at, user, site, instrument, run_id, step, what, outcome,"
-                " confirmation) VALUES (?,?,?,?,?,?,?,?,?)",
-                (at or time.time(), user or os_user(), site, instrument, run_id, step, what,
-                 outcome, confirmation))
+                  user: str | None = None, at: float | None = None,
+                  secrets: Iterable[str] = ()) -> int:
+        """One audit entry, masked, into the table and, in the same transaction, as one line
+        appended to `audit_log`: if the line cannot be written, the row is rolled back."""
+        entry: dict[str, Any] = redact(
+            {"at": at or time.time(), "user": user or os_user(), "site": site,
+             "instrument": instrument, "run_id": run_id, "step": step, "what": what,
+             "outcome": outcome, "confirmation": confirmation}, secrets)
+        try:
+            with self._db() as db:
+                cur = db.execute(
+                    "INSERT INTO audit (at, user, site, instrument, run_id, step, what,"
+                    " outcome, confirmation) VALUES (?,?,?,?,?,?,?,?,?)",
+                    tuple(entry.values()))
+                entry = {"id": int(cur.lastrowid or 0), **entry}
+                line = json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
+                fd = os.open(self.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line.encode("utf-8"))  # one write: one whole line
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise RunbookError(f"cannot append to the audit log {self.audit_log}: {exc}") \
+                from exc
+        return int(entry["id"])
 
     def audit(self, limit: int = 50, instrument: str | None = None,
               since: float | None = None) -> list[dict[str, Any]]:
