@@ -1,4 +1,4 @@
-"""The unattended commands: `runbook health`, `runbook schedule ...`, `runbook serve`."""
+"""The operations commands: `runbook health`, `schedule ...`, `serve`, and `audit`."""
 
 from __future__ import annotations
 
@@ -177,7 +177,53 @@ def serve_cmd(host: Annotated[str, typer.Option(help="Address to bind; loopback 
     serve(host, port, site, reports, state, runbooks=runbooks)
 
 
+_SPAN = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """`2h`, `3d`, `30m`, `1w` ago, or a local date or time such as `2026-12-01` or
+    `2026-12-01T08:00`, as a Unix time."""
+    import re
+    from datetime import datetime
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if match:
+        return (now if now is not None else time.time()) \
+            - float(match[1]) * _SPAN[match[2]]
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        fail(f"--since wants a date (2026-12-01, 2026-12-01T08:00) or a span (30m, 2h, 3d, "
+             f"1w), got {text!r}")
+
+
+@guard
+def audit_cmd(instrument: Annotated[str | None, typer.Option("--instrument", "-i",
+                                                             help="e.g. SPB")] = None,
+              since: Annotated[str | None, typer.Option(
+                  help="From this date (2026-12-01) or this long ago (2h, 3d).")] = None,
+              limit: Annotated[int, typer.Option(min=1, max=100_000)] = 50,
+              fmt: Annotated[str, typer.Option("--format", "-f",
+                                               help="text or json")] = "text") -> None:
+    """Who changed what: each action and confirmation of `runbook run`, newest first."""
+    from datetime import datetime
+
+    from .store import Store
+    if fmt not in ("text", "json"):
+        fail("--format is text or json")
+    rows = Store.open().audit(limit=limit, instrument=instrument,
+                              since=parse_since(since) if since else None)
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:  # one line an entry: greppable, and never cut by the terminal's width
+        when = datetime.fromtimestamp(r["at"]).strftime("%Y-%m-%d %H:%M:%S")
+        said = f" [{r['confirmation']}]" if r["confirmation"] else ""
+        typer.echo(f"{when} {r['user']} {r['site']}/{r['instrument'] or '-'} "
+                   f"run {r['run_id']} step {r['step']}: {r['outcome']}{said}: {r['what']}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("health")(health_cmd)
+    app.command("audit")(audit_cmd)
     app.command("serve")(serve_cmd)
     app.add_typer(schedule_app, name="schedule")

@@ -222,7 +222,7 @@ class Store:
         where: list[str] = []
         args: list[Any] = []
         if instrument:
-            where.append("instrument = ?")
+            where.append("instrument = ? COLLATE NOCASE")
             args.append(instrument)
         if since is not None:
             where.append("at >= ?")
