@@ -71,12 +71,21 @@ Name = Annotated[str, AfterValidator(_check_name)]
 Vars = dict[str, Any]
 
 
+def _check_path(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("a path cannot hold a NUL byte")
+    return value
+
+
+Path_ = Annotated[str | None, AfterValidator(_check_path)]
+
+
 class SshTransport(_Model):
     """Paths are resolved against the folder of the file that set them (`~` is kept)."""
 
-    config: str | None = None
-    known_hosts: str | None = None
-    identity: str | None = None
+    config: Path_ = None
+    known_hosts: Path_ = None
+    identity: Path_ = None
     connect_timeout: Annotated[float, Field(gt=0)] = 10
     command_timeout: Annotated[float, Field(gt=0)] = 60
     concurrency: Annotated[int, Field(ge=1)] = 32
@@ -105,8 +114,8 @@ class SmtpTransport(_Model):
     timeout: Annotated[float, Field(gt=0)] = 10
     user: str | None = None
     password_env: str | None = None
-    password_file: str | None = None
-    cafile: str | None = None
+    password_file: Path_ = None
+    cafile: Path_ = None
     password: None = Field(default=None, exclude=True, repr=False)
 
     @field_validator("password", mode="before")

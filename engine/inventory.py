@@ -214,7 +214,9 @@ def _resolve_paths(doc: dict[str, Any], folder: Path) -> None:
             continue
         for key in keys:
             value = body.get(key)
-            if isinstance(value, str) and value and not value.startswith("~"):
+            # A NUL byte is left for the model to refuse at the value's position.
+            if isinstance(value, str) and value and not value.startswith("~") \
+                    and "\x00" not in value:
                 body[key] = value if Path(value).is_absolute() else str((folder / value).resolve())
 
 

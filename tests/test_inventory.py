@@ -466,3 +466,12 @@ def test_site_wide_karabo_broker_replaces_the_instruments(tmp_path, monkeypatch)
     assert inv.karabo_endpoint("lab").broker == "amqp://127.0.0.1:5672"
     assert inv.context("LAB")["instrument"]["karabo"]["broker"] == "amqp://127.0.0.1:5672"
     assert inv.instrument("LAB").karabo.broker == "tcp://b:7777"
+
+
+def test_a_transport_path_with_a_nul_byte_is_refused_at_its_position(tmp_path, monkeypatch):
+    """Found by the inventory fuzzer on a fresh clone: it was an uncaught ValueError."""
+    write_site(tmp_path, "nul", site='site: nul\ntransport:\n  ssh:\n    config: "a\\0b"\n')
+    use_path(monkeypatch, tmp_path)
+    [msg] = problems_of("nul")
+    assert msg.startswith(f"{tmp_path / 'nul' / 'site.yaml'}:4:5:"), msg
+    assert "NUL byte" in msg
