@@ -41,15 +41,6 @@ class TwinCalDbRemote(TwinDevice):
     _point: Any = None
 
     async def setup(self) -> None:
-        log = logging.getLogger(f"caldb.remote.{self.deviceId}")
-        if not log.handlers:
-            from caldb.remote import KaraboLogFormatter
-
-            handler = logging.StreamHandler(sys.stdout)
-            handler.setFormatter(KaraboLogFormatter())
-            log.addHandler(handler)
-            log.setLevel(logging.INFO)
-            log.propagate = False
         try:
             self._point = await asyncio.to_thread(self._start)
         except Exception as exc:  # noqa: BLE001 - the device shows why it cannot serve
@@ -60,9 +51,18 @@ class TwinCalDbRemote(TwinDevice):
         self.state = State.ON
 
     def _start(self) -> Any:
-        from caldb.remote import AccessPoint
+        """In a thread: caldb's imports and the DB's opening must not hold up the server."""
+        from caldb.remote import AccessPoint, KaraboLogFormatter
         from caldb.store import CalDB
         from sim import caldb_twin
+
+        log = logging.getLogger(f"caldb.remote.{self.deviceId}")
+        if not log.handlers:
+            handler = logging.StreamHandler(sys.stdout)
+            handler.setFormatter(KaraboLogFormatter())
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            log.propagate = False
 
         twin = os.environ["RUNBOOK_TWIN_DIR"]
         db = CalDB.open(caldb_twin.db_url(twin), caldb_twin.store_root(twin))

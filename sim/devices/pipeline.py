@@ -120,6 +120,33 @@ class TwinSplitter(TwinDevice):
                 self.state = want
 
 
+def _retrieve(endpoints: list[str], detector_type: str, rows: dict[str, str], name: str,
+              pdu: str) -> tuple[str | None, str | None]:
+    """(the newest matching version's start date, None) or (None, why not)."""
+    from caldb.errors import CalDBError, CalDBUnreachable
+    from caldb.remote_client import RemoteClient
+    from detectors import ConditionsError
+    from sim.caldb_twin import calcat_conditions
+
+    unavailable = "Resource temporarily unavailable"
+    if not endpoints:
+        return None, unavailable
+    try:
+        wanted = calcat_conditions(detector_type, rows)
+    except ConditionsError as exc:
+        return None, str(exc)
+    client = RemoteClient(endpoints, timeout_s=10.0, max_attempts=len(endpoints),
+                          backoff_s=0.1)
+    try:
+        version, _ = client.retrieve(calibration=name, conditions=wanted,
+                                     event_at=datetime.now(UTC), pdu=pdu)
+    except CalDBUnreachable:
+        return None, unavailable
+    except CalDBError as exc:
+        return None, str(exc)
+    return version.begin_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"), None
+
+
 class TwinCorrection(TwinDevice):
     """The module's correction device: constants from the DB, processing on the GPU."""
 
@@ -266,43 +293,21 @@ class TwinCorrection(TwinDevice):
     async def _fetch(self, name: str, conditions: dict[str, str]) -> str | None:
         """Ask the access points over ZMQ (random order, the next one if one does not
         answer); an access point whose device does not answer is not tried."""
-        from caldb.errors import CalDBError, CalDBUnreachable
-        from caldb.remote_client import RemoteClient
-        from detectors import ConditionsError
-        from sim.caldb_twin import calcat_conditions
-
-        try:
-            wanted = calcat_conditions(str(self.detectorType), conditions)
-        except ConditionsError as exc:
-            self.say("WARN", f"Could not find constant {name}: {exc}")
-            return None
         endpoints = []
         for remote in self.calRemotes.value:
             got = await read(remote, ["endpoint"])
             if got and got.get("endpoint"):
                 endpoints.append(str(got["endpoint"]))
-        unavailable = f"Could not find constant {name}: Resource temporarily unavailable"
-        if not endpoints:
-            self.say("WARN", unavailable)
-            return None
-        client = RemoteClient(endpoints, timeout_s=10.0, max_attempts=len(endpoints),
-                              backoff_s=0.1)
-        # A thread of the device's own: waiting on ZMQ must not starve the event loop's
-        # default executor, which the server's Karabo side uses too.
+        # A thread of the device's own, for caldb's imports and the wait on ZMQ: neither
+        # may hold up the server's event loop (INIT shares it), nor its default executor.
         if self._caldb_thread is None:
             self._caldb_thread = ThreadPoolExecutor(1, thread_name_prefix="caldb")
-        try:
-            version, _ = await asyncio.get_running_loop().run_in_executor(
-                self._caldb_thread, partial(
-                    client.retrieve, calibration=name, conditions=wanted,
-                    event_at=datetime.now(UTC), pdu=str(self.physicalDevice)))
-        except CalDBUnreachable:
-            self.say("WARN", unavailable)
-            return None
-        except CalDBError as exc:
-            self.say("WARN", f"Could not find constant {name}: {exc}")
-            return None
-        return version.begin_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        date, problem = await asyncio.get_running_loop().run_in_executor(
+            self._caldb_thread, partial(_retrieve, endpoints, str(self.detectorType), conditions,
+                                        name, str(self.physicalDevice)))
+        if problem:
+            self.say("WARN", f"Could not find constant {name}: {problem}")
+        return date
 
     async def tick(self) -> None:
         rate = await self._input_rate()
