@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 READY_S = 20.0
 HOME = f"/home/{ACCOUNT}"
 VENV = f"{HOME}/calibration_webservice_venv"
+CACHE = Path("/tmp/runbook-xcal-cache")
 CODE = f"{HOME}/calibration_webservice/webservice"
 RUN_DIR = f"{HOME}/calibration_webservice_run"
 PROGRAMS = {  # process name -> (script, config option, config, its nohup output)
@@ -134,8 +135,13 @@ def start(twin_dir: Path, name: str, holder: Proc | None = None) -> Proc:
     """Start `name` ("webservice" or "overview") on max-exfl016 (not yet ready)."""
     holder = holder or hostmod.load_namespaces(Path(twin_dir))[HOST]
     out = Path(twin_dir) / "logs" / f"{name}.log"
+    # Numba's compiled kernels and matplotlib's font cache, shared by the dark jobs of every
+    # twin on this machine (xcal's home is new with each twin): a cold cache costs minutes.
+    CACHE.mkdir(mode=0o1777, exist_ok=True)
+    os.chmod(CACHE, 0o1777)
     return procs.start([*hostmod.enter_argv(holder, cwd=RUN_DIR), *_argv(name)], name=name,
-                       log=out, env={"PATH": hostmod.LOGIN_PATH, "LANG": "C.UTF-8"})
+                       log=out, env={"PATH": hostmod.LOGIN_PATH, "LANG": "C.UTF-8",
+                                     "XDG_CACHE_HOME": str(CACHE)})
 
 
 def start_all(twin_dir: Path, holder: Proc) -> list[Proc]:

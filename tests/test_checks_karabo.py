@@ -165,6 +165,9 @@ def _prepare(twin: MiniTwin, devices: set[str]) -> None:
     try:
         _poll("every device in the topology",
               lambda: devices <= set(client.topology(5)["device"]))
+        # The access point opens the DB in the background: ON once it serves (11.3 at the
+        # facility too: constants loaded before that are "Resource temporarily unavailable").
+        _poll("the access point serving", lambda: client.get(REMOTE, ["state"], 5)["state"] == "ON")
         client.call(DET_ON, "start", [], 5)
         client.call(CORR_A, "initialize", [], 5)
         _poll("CORR_A initialized", lambda: client.get(CORR_A, ["state"], 5)["state"] == "ON")

@@ -295,7 +295,12 @@ class TwinCorrection(TwinDevice):
         answer); an access point whose device does not answer is not tried."""
         endpoints = []
         for remote in self.calRemotes.value:
-            got = await read(remote, ["endpoint"])
+            got = await read(remote, ["endpoint", "state"])
+            for _ in range(40):  # a starting access point: as long as a ZMQ client waits
+                if not got or got.get("state") != "INIT":
+                    break
+                await asyncio.sleep(0.5)
+                got = await read(remote, ["endpoint", "state"])
             if got and got.get("endpoint"):
                 endpoints.append(str(got["endpoint"]))
         # A thread of the device's own, for caldb's imports and the wait on ZMQ: neither
