@@ -72,6 +72,26 @@ def poll(what: str, predicate, timeout: float = 30.0, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def own_twin(folder: Path, **up: Any):
+    """A twin of a module's own (`sim.twin.up` with `up`), the environment pointing at it
+    while it runs; stopped, and checked to stop cleanly, afterwards.  Use with `yield from`."""
+    import secrets
+
+    import pytest
+
+    from sim import twin as twinmod
+
+    started = twinmod.up(folder, ["SPB"], topic_prefix=f"t{secrets.token_hex(4)}_", **up)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RUNBOOK_SIM_DIR", str(started.dir))
+        mp.setenv("RUNBOOK_INVENTORY_PATH", str(started.dir / "inventory"))
+        mp.setenv("RUNBOOK_TWIN_HOSTS", str(started.hosts_file))
+        try:
+            yield started
+        finally:
+            assert twinmod.down(started.dir) == []
+
+
 def dark_request(twin, **req: object) -> dict[str, Any]:
     """A dark request to the twin's webservice over ZMQ (SPB's AGIPD unless `req` says)."""
     import zmq

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import secrets
 import subprocess
 import sys
 import urllib.request
@@ -14,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from sim import offline
-from sim import twin as twinmod
 from sim.faults import apply_fault, heal
 from sim.scenario import parse_fault
 from sim.twin import Twin
-from tests.twin._kit import dark_request, diagnose, poll
+from tests.twin._kit import dark_request, diagnose, own_twin, poll
 from tests.twin.test_twin_ssh import connect
 
 pytestmark = pytest.mark.twin
@@ -29,16 +27,7 @@ LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - root - (INFO|ERROR) 
 
 @pytest.fixture(scope="module")
 def hosts_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twin]:
-    folder = tmp_path_factory.mktemp("offline")
-    started = twinmod.up(folder, ["SPB"], karabo=False, topic_prefix=f"t{secrets.token_hex(4)}_")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RUNBOOK_SIM_DIR", str(started.dir))
-        mp.setenv("RUNBOOK_INVENTORY_PATH", str(started.dir / "inventory"))
-        mp.setenv("RUNBOOK_TWIN_HOSTS", str(started.hosts_file))
-        try:
-            yield started
-        finally:
-            assert twinmod.down(started.dir) == []
+    yield from own_twin(tmp_path_factory.mktemp("offline"), karabo=False)
 
 
 def _run_dir(twin: Twin) -> Path:

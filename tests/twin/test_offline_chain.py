@@ -7,7 +7,6 @@ previous ones.  One full twin with the webservice, its own topic."""
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,14 +18,13 @@ import pytest
 
 from caldb.remote_client import RemoteClient, endpoints_of
 from sim import caldb_twin, offline, operate
-from sim import twin as twinmod
 from sim.devices.client import run_actions
 from sim.faults import apply_fault, heal
 from sim.layout import instrument_layout
 from sim.rawdata import write_raw_run
 from sim.scenario import parse_fault
 from sim.twin import Twin
-from tests.twin._kit import dark_request, diagnose, poll
+from tests.twin._kit import dark_request, diagnose, own_twin, poll
 
 pytestmark = pytest.mark.twin
 
@@ -40,16 +38,7 @@ TAKEN = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)   # when the dark runs were tak
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twin]:
-    folder = tmp_path_factory.mktemp("chain")
-    started = twinmod.up(folder, ["SPB"], topic_prefix=f"t{secrets.token_hex(4)}_")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RUNBOOK_SIM_DIR", str(started.dir))
-        mp.setenv("RUNBOOK_INVENTORY_PATH", str(started.dir / "inventory"))
-        mp.setenv("RUNBOOK_TWIN_HOSTS", str(started.hosts_file))
-        try:
-            yield started
-        finally:
-            assert twinmod.down(started.dir) == []
+    yield from own_twin(tmp_path_factory.mktemp("chain"))
 
 
 def _act(twin: Twin, *actions: dict[str, Any]) -> list[Any]:
