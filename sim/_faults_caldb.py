@@ -50,19 +50,6 @@ class CaldbFaultError(RunbookError):
     """A fault of the access points could not be made to happen."""
 
 
-def _cluster(twin: Any) -> slurm.SlurmCluster:
-    if not getattr(twin, "slurm", None):
-        raise CaldbFaultError("this twin runs no Slurm (Maxwell)")
-    return slurm.SlurmCluster.from_dict(twin.slurm)
-
-
-def _slurm(twin: Any, *argv: str) -> str:
-    got = slurm.client(_cluster(twin).conf, list(argv))
-    if got.returncode != 0:
-        raise CaldbFaultError(f"`{' '.join(argv)}` failed: {(got.stderr or got.stdout).strip()}")
-    return got.stdout
-
-
 def _access_points(twin: Any, mode: str) -> None:
     if not (getattr(twin, "webservice", None) and twin.karabo_dirs):
         raise CaldbFaultError("this twin runs no offline access points (it needs Karabo and "
@@ -82,7 +69,7 @@ def _querying_job(ctx: Any, name: str, timeout_s: float, pause_s: float, seconds
             caldb_twin.max_web_interface(address), str(timeout_s), str(pause_s),
             f"{ins.physical_prefix}00", json.dumps(conditions)]
     entry = pwd.getpwnam(slurm.USER)
-    return _slurm(ctx.twin, "sbatch", "--parsable", f"--job-name={name}",
+    return slurm.run(ctx.twin, "sbatch", "--parsable", f"--job-name={name}",
                   f"--uid={entry.pw_uid}", f"--gid={entry.pw_gid}", "--chdir=/tmp",
                   "--output=/dev/null", "--wrap",
                   f"timeout {seconds} {shlex.join(argv)}").strip().split(";")[0]
@@ -141,10 +128,10 @@ def heal(twin: Any) -> None:
     if not getattr(twin, "slurm", None):
         return
     ids = [job for job, _, name in (line.partition(" ") for line in
-                                    _slurm(twin, "squeue", "-h", "-o", "%i %j").splitlines())
+                                    slurm.run(twin, "squeue", "-h", "-o", "%i %j").splitlines())
            if name.startswith((QUERY_JOB, STORM_JOB))]
     if ids:
-        _slurm(twin, "scancel", *ids)
+        slurm.run(twin, "scancel", *ids)
     if getattr(twin, "webservice", None) and twin.karabo_dirs and any(
             Path(k).parents[2].name == offline.HOST for k in twin.karabo_dirs):
         _access_points(twin, "ok")

@@ -38,12 +38,6 @@ class OfflineFaultError(RunbookError):
     """An offline fault could not be made to happen (Slurm refused, a request failed)."""
 
 
-def _cluster(twin: Any) -> slurm.SlurmCluster:
-    if not getattr(twin, "slurm", None):
-        raise OfflineFaultError("this twin runs no Slurm (Maxwell)")
-    return slurm.SlurmCluster.from_dict(twin.slurm)
-
-
 def _state(twin: Any) -> tuple[Path, dict[str, Any]]:
     """What heal must undo: ``{"files": {path: old text or None}, "slurm": bool}``."""
     path = Path(twin.dir) / _SAVED / "state.json"
@@ -62,13 +56,6 @@ def _remember(twin: Any, *, file: Path | None = None) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-def _slurm(twin: Any, *argv: str) -> str:
-    got = slurm.client(_cluster(twin).conf, list(argv))
-    if got.returncode != 0:
-        raise OfflineFaultError(f"`{' '.join(argv)}` failed: {(got.stderr or got.stdout).strip()}")
-    return got.stdout
-
-
 def _poll(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,13 +69,13 @@ def _poll(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any
 def _states(twin: Any, name_prefix: str, user: str | None = None) -> list[str]:
     argv = ["squeue", "-h", "-o", "%j %t"] + (["-u", user] if user else [])
     return [state for name, _, state in (line.partition(" ") for line in
-                                         _slurm(twin, *argv).splitlines())
+                                         slurm.run(twin, *argv).splitlines())
             if name.startswith(name_prefix)]
 
 
 def _sleeper(twin: Any, name: str, seconds: int, *extra: str) -> str:
     """A long job that takes a whole node (``--exclusive``); returns its id."""
-    return _slurm(twin, "sbatch", "--parsable", "--exclusive", f"--job-name={name}",
+    return slurm.run(twin, "sbatch", "--parsable", "--exclusive", f"--job-name={name}",
                   "--chdir=/tmp", "--output=/dev/null", *extra, "--wrap",
                   f"sleep {seconds}").strip().split(";")[0]
 
@@ -122,7 +109,7 @@ def _jobs_piling_up(ctx: Any, f: Any) -> None:
 def _partition_drained(ctx: Any, f: Any) -> None:
     # Maxwell maintenance: the calibration partition takes no new jobs (sbatch fails).
     _remember(ctx.twin)
-    _slurm(ctx.twin, "scontrol", "update", f"PartitionName={slurm.PARTITION}", "State=DRAIN")
+    slurm.run(ctx.twin, "scontrol", "update", f"PartitionName={slurm.PARTITION}", "State=DRAIN")
 
 
 def _xcal_home(ctx: Any) -> Path:
@@ -189,7 +176,7 @@ def _version_taken(ctx: Any, f: Any) -> None:
     report = Path(ctx.twin.dir) / str(reply["report"]).lstrip("/")
     job = str(reply["job_id"])
     _poll(f"the first request's job {job} to leave the queue",
-          lambda: job not in _slurm(ctx.twin, "squeue", "-h", "-o", "%i").split(), f.timeout)
+          lambda: job not in slurm.run(ctx.twin, "squeue", "-h", "-o", "%i").split(), f.timeout)
     if temp.exists() or not (report / "index.html").exists():
         raise OfflineFaultError(f"the first request's job failed, nothing was injected: "
                                 f"{_text(temp / f'slurm-{job}.out')[-2000:]}")
@@ -216,14 +203,14 @@ def heal(twin: Any) -> None:
     back, the webservice and overview running.  Constants injected stay in the DB."""
     path, data = _state(twin)
     if data["slurm"]:
-        _slurm(twin, "scontrol", "update", f"PartitionName={slurm.PARTITION}", "State=UP")
+        slurm.run(twin, "scontrol", "update", f"PartitionName={slurm.PARTITION}", "State=UP")
         ids = [job for job, _, name in (line.partition(" ") for line in
-                                        _slurm(twin, "squeue", "-h", "-o", "%i %j").splitlines())
+                                        slurm.run(twin, "squeue", "-h", "-o", "%i %j").splitlines())
                if name.startswith((OTHER_USERS_JOB, PILE_PREFIX))]
         if ids:
-            _slurm(twin, "scancel", *ids)
+            slurm.run(twin, "scancel", *ids)
             _poll("the fault jobs to end after scancel", lambda: not set(ids) & set(
-                _slurm(twin, "squeue", "-h", "-o", "%i").split()))
+                slurm.run(twin, "squeue", "-h", "-o", "%i").split()))
     for name, text in data["files"].items():
         if text is None:
             Path(name).unlink(missing_ok=True)

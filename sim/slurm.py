@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from sim import _slurm_files, procs
 from sim import hosts as hostmod
@@ -121,6 +122,17 @@ def client(conf: Path, argv: Sequence[str], *, timeout: float = CLIENT_S
     except subprocess.TimeoutExpired as exc:
         raise TwinError(f"`{' '.join(argv)}` did not answer within {timeout:g} s "
                         f"(SLURM_CONF={conf})") from exc
+
+
+def run(twin: Any, *argv: str) -> str:
+    """A Slurm client command on `twin`'s cluster (what the faults do to Maxwell): its
+    output, or TwinError with what Slurm said."""
+    if not getattr(twin, "slurm", None):
+        raise TwinError("this twin runs no Slurm (Maxwell)")
+    got = client(SlurmCluster.from_dict(twin.slurm).conf, list(argv))
+    if got.returncode != 0:
+        raise TwinError(f"`{' '.join(argv)}` failed: {(got.stderr or got.stdout).strip()}")
+    return got.stdout
 
 
 def ensure_user(name: str = USER, *, timeout: float = 10.0) -> int:
