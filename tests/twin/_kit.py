@@ -14,7 +14,6 @@ import re
 import subprocess
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,23 +125,15 @@ def restart_servers(timeout: float = 180.0) -> None:
 
 
 def start_pipeline(init_timeout: float = 30.0, wait_s: float = 90.0):
-    from karabo.middlelayer import KaraboError, State
+    """Press start pipeline once.  After a restart, only once `restart_servers` has seen
+    every device back: a server's new instance marks this process's proxies of its old
+    devices gone, and a call in flight then fails with 'died'."""
+    from karabo.middlelayer import State
 
     dev("cal_manager").initTimeout = init_timeout
     init = dev("init")
     wait(lambda: init.state in (State.ON, State.ACTIVE, State.ERROR), 20)
-    try:
-        init.start_pipeline()
-    except KaraboError as exc:
-        # Right after a server restart, on a loaded machine, this process's proxy may still
-        # hold the old INIT's death (the new one answers): press the button once more, as
-        # an operator would.  A second failure fails the test.
-        if "died" not in str(exc):
-            raise
-        warnings.warn(f"start_pipeline: {exc}; called again", stacklevel=2)
-        wait(lambda: init.state in (State.ON, State.CHANGING, State.ACTIVE, State.ERROR), 20)
-        if init.state in (State.ON, State.ERROR):  # the first press did not arrive
-            init.start_pipeline()
+    init.start_pipeline()
     wait(lambda: init.state in (State.ACTIVE, State.ERROR), wait_s)
     return init
 

@@ -11,41 +11,12 @@ import httpx
 import pytest
 
 from sim.broker import Broker, free_port, port_open
-from tests.twin._kit import dev, karabo_check, wait
+from tests.twin._kit import dev, karabo_check, restart_servers, start_pipeline, stop_detector, wait
 
 pytestmark = pytest.mark.twin
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 CHECK_LINE = re.compile(r"^(\S+): up \(pid \d+\) \d+ seconds, normally down, running$")
-
-
-def restart_servers(timeout: float = 120.0):
-    from karabo.middlelayer import State
-
-    restart = dev("restart")
-    restart.restart()
-    wait(lambda: restart.state == State.ACTIVE, timeout)
-    assert restart.status == "All servers restarted!"
-
-
-def start_pipeline(timeout: float = 90.0):
-    from karabo.middlelayer import State
-
-    init = dev("init")
-    wait(lambda: init.state in (State.ON, State.ACTIVE, State.ERROR), 20)
-    init.start_pipeline()
-    wait(lambda: init.state in (State.ACTIVE, State.ERROR), timeout)
-    return init
-
-
-def stop_detector():
-    from karabo.middlelayer import State
-
-    det = dev("detector")
-    if det.state == State.ACQUIRING:
-        det.stop()
-    wait(lambda: det.state == State.ON, 10)
-    return det
 
 
 def test_broker_starts_on_loopback_and_stops_by_pid(tmp_path):
@@ -101,7 +72,8 @@ def test_webserver_api_restarts_a_server_and_refuses_filtered_ones(spb):
         assert "mlspb_spb_cal_6" in names and "mlspb_spb_cal_5" not in names
 
 
-def test_restart_then_start_pipeline_loads_constants_3_4(spb):
+def test_restart_start_pipeline_then_data_reaches_appenders_3_4_10_2(spb):
+    """One sequence, not two tests: the data part reads the restart's settings."""
     from karabo.middlelayer import State
 
     stop_detector()
@@ -115,10 +87,6 @@ def test_restart_then_start_pipeline_loads_constants_3_4(spb):
     assert re.match(r"\d{4}-\d\d-\d\dT", str(corr.offsetDate))
     assert corr.gpuMemoryFree == 0  # 11.7: nothing free shown until data arrives
 
-
-def test_data_reaches_appenders_and_gpu_memory_updates_10_2(spb):
-    from karabo.middlelayer import State
-
     det = dev("detector")
     det.start()
     splitter, corr = dev("splitters", 3), dev("corrections", 3)
@@ -126,7 +94,6 @@ def test_data_reaches_appenders_and_gpu_memory_updates_10_2(spb):
     wait(lambda: raw.updateRate > 0 and corr.gpuMemoryFree > 0, 30)
     assert splitter.inputRate == pytest.approx(10.0 / 50)  # every 50th train after restart
     assert raw.modulesReceived == 16
-    manager = dev("cal_manager")
     manager.outputEveryNthTrain = 10
     manager.pulseFilter = "range(128)"
     gain, corrected = dev("gain_adjusts", 3), dev("corrected_appender")
