@@ -222,8 +222,45 @@ def audit_cmd(instrument: Annotated[str | None, typer.Option("--instrument", "-i
                    f"run {r['run_id']} step {r['step']}: {r['outcome']}{said}: {r['what']}")
 
 
+@guard
+def runs_cmd(instrument: Annotated[str | None, typer.Option("--instrument", "-i",
+                                                            help="e.g. SPB")] = None,
+             limit: Annotated[int, typer.Option(min=1, max=10_000)] = 20,
+             fmt: Annotated[str, typer.Option("--format", "-f",
+                                              help="text or json")] = "text") -> None:
+    """The procedure runs of the journal, newest first, with their states."""
+    from dataclasses import asdict
+    from datetime import datetime
+
+    from .journal import list_runs
+    from .locks import holders
+    from .store import Store
+    if fmt not in ("text", "json"):
+        fail("--format is text or json")
+    store = Store.open()
+    held = {h.run_id for h in holders(store)}
+    rows: list[dict[str, Any]] = []
+    for run in list_runs(store, limit, instrument):
+        state = run.state
+        if state == "running" and run.run_id not in held:
+            state = "died"  # its process ended without a word: resumable
+        rows.append({**asdict(run), "state": state})
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        when = datetime.fromtimestamp(r["started"]).strftime("%Y-%m-%d %H:%M:%S")
+        hint = f"  (runbook resume {r['run_id']})" if r["state"] in ("died", "interrupted") \
+            else ""
+        typer.echo(f"{r['run_id']} {when} {r['user']} {r['site']}/{r['instrument'] or '-'} "
+                   f"{r['runbook']}: {r['state']}, {r['steps_done']} step(s) done"
+                   f"{', resumed ' + str(r['resumes']) + 'x' if r['resumes'] else ''}"
+                   f"{': ' + r['note'] if r['note'] else ''}{hint}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("health")(health_cmd)
     app.command("audit")(audit_cmd)
+    app.command("runs")(runs_cmd)
     app.command("serve")(serve_cmd)
     app.add_typer(schedule_app, name="schedule")

@@ -243,11 +243,12 @@ def _run_store() -> Any:
 
 
 def _walk(mode: str, runbook_id: str, instrument: str | None, site: str | None,
-          param: list[str] | None, runbooks: list[Path] | None, **kw: Any) -> Any:
+          param: list[str] | dict[str, Any] | None, runbooks: list[Path] | None,
+          **kw: Any) -> Any:
     from .runs import Session, walk
     catalog = _catalog(runbooks)
     inv = _inventory(site)
-    params = _params(param, instrument)
+    params = dict(param) if isinstance(param, dict) else _params(param, instrument)
     instrument = _with_instrument(catalog, runbook_id, params, instrument, inv)
     session = Session(catalog, _registry(), inv)
     store = None if mode == "plan" else _store() if mode == "diagnose" else _run_store()
@@ -349,6 +350,30 @@ def run(runbook_id: Annotated[str | None, typer.Argument()] = None,
     catalog, _, _, report = _walk("run", runbook_id, instrument, site, params_list, runbooks,
                                   yes=yes)
     _emit(report, fmt, f"Run of {runbook_id}", output)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+@_guard
+def resume(run_id: str, param: ParamOpt = None,
+           fmt: Annotated[Fmt, typer.Option("--format", "-f")] = Fmt.text,
+           output: OutputOpt = None, runbooks: PathsOpt = None) -> None:
+    """Go on with an interrupted run from its first unfinished step (`runbook runs`).
+    A parameter that held a secret is masked in the journal: give it again with -p."""
+    from . import journal
+    from .store import Store
+    was = journal.load_run(Store.open(), run_id)
+    params = {**was.params, **_params(param, None)}
+    masked = journal.masked_params(params)
+    if masked:
+        _fail(f"run {run_id}: the journal keeps {', '.join(masked)} masked (a secret of the "
+              f"site); give {'them' if len(masked) > 1 else 'it'} again: "
+              + " ".join(f"-p {m}=..." for m in masked))
+    typer.echo(f"resuming run {run_id}: {was.runbook} on {was.site}/{was.instrument or '-'}, "
+               f"{was.steps_done} step(s) done, {was.state}", err=True)
+    _, _, _, report = _walk("run", was.runbook, was.instrument, was.site, params,
+                            runbooks, yes=was.yes, resume=run_id)
+    _emit(report, fmt, f"Run of {was.runbook} (resumed)", output)
     raise typer.Exit(report.exit_code)
 
 

@@ -250,10 +250,28 @@ def _registry_problems(lr: LoadedRunbook, registry: Registry, catalog: Catalog) 
         if entry.kind != want:
             catalog.problems.append(f"{pos}: '{name}' is an {entry.kind}, not a {want}")
             continue
-        catalog.problems += _with_problems(lr, step_id, step.with_, entry.model)
+        catalog.problems += _with_problems(lr, ("steps", step_id, "with"), step.with_,
+                                           entry.model)
+        post = getattr(step, "postcondition", None)
+        if post is not None:
+            catalog.problems += _postcondition_problems(lr, step_id, post, registry)
 
 
-def _with_problems(lr: LoadedRunbook, step_id: str, given: dict[str, Any],
+def _postcondition_problems(lr: LoadedRunbook, step_id: str, post: Any,
+                            registry: Registry) -> list[str]:
+    pos = lr.pos("steps", step_id, "postcondition", "check")
+    if post.check not in registry:
+        return [f"{pos}: unknown check '{post.check}'"
+                f"{_yaml.did_you_mean(post.check, registry.names('check'))}"]
+    entry = registry.get(post.check)
+    if entry.kind != "check":
+        return [f"{pos}: '{post.check}' is an {entry.kind}; a postcondition is a read-only "
+                "check"]
+    return _with_problems(lr, ("steps", step_id, "postcondition", "with"), post.with_,
+                          entry.model)
+
+
+def _with_problems(lr: LoadedRunbook, where: tuple[str, ...], given: dict[str, Any],
                    model: Any) -> list[str]:
     try:
         model.model_validate(given)
@@ -266,7 +284,6 @@ def _with_problems(lr: LoadedRunbook, step_id: str, given: dict[str, Any],
             keep.append(not templated or err["type"] in ("missing", "extra_forbidden"))
         if not any(keep):
             return []
-        lines = _yaml.pydantic_problems(exc, lr.positions, ("steps", step_id, "with"),
-                                        model=model)
+        lines = _yaml.pydantic_problems(exc, lr.positions, where, model=model)
         return [line for line, kept in zip(lines, keep, strict=True) if kept]
     return []

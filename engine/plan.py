@@ -19,13 +19,13 @@ if TYPE_CHECKING:
     from .inventory import Inventory
     from .loader import Catalog
 
-__all__ = ["PLAN_FORMAT", "fingerprints", "plan_document", "save_plan", "load_plan",
+__all__ = ["PLAN_FORMAT", "digest", "fingerprints", "plan_document", "save_plan", "load_plan",
            "verify_plan"]
 
 PLAN_FORMAT = 1
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -34,7 +34,7 @@ def fingerprints(catalog: Catalog, inventory: Inventory, runbook_id: str,
     return {
         "runbook": catalog.digest(runbook_id),
         "inventory": inventory.fingerprint(),
-        "params": _digest({"params": params, "instrument": instrument}),
+        "params": digest({"params": params, "instrument": instrument}),
     }
 
 
@@ -47,7 +47,7 @@ def plan_document(report: Report, parts: dict[str, str]) -> dict[str, Any]:
         "instrument": report.instrument,
         "params": report.params,
         "fingerprints": parts,
-        "hash": _digest(parts),
+        "hash": digest(parts),
         "steps": [s.model_dump() for s in report.steps],
     }
 
@@ -70,7 +70,7 @@ def load_plan(path: Path) -> dict[str, Any]:
 
 def verify_plan(doc: dict[str, Any], now: dict[str, str]) -> None:
     """Raise PlanMismatch naming each part that changed since the plan was made."""
-    if _digest(doc["fingerprints"]) != doc["hash"]:
+    if digest(doc["fingerprints"]) != doc["hash"]:
         raise PlanMismatch("the plan file was edited after it was made (its hash does not "
                            "match its contents); make a new plan")
     changed = [k for k, v in now.items() if doc["fingerprints"].get(k) != v]

@@ -50,6 +50,7 @@ class StepRecord(BaseModel):
     resolved: dict[str, Any] = Field(default_factory=dict)
     branch: str = ""
     at: float | None = None
+    replayed: bool = False  # a resumed run took it from the journal; not done again
 
 
 class Finding(BaseModel):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 __all__ = [
-    "END", "STEP_KINDS", "Route", "Param", "CheckStep", "ActionStep", "WaitStep",
+    "END", "STEP_KINDS", "Route", "Param", "CheckStep", "ActionStep", "Postcondition", "WaitStep",
     "ManualStep", "FindingStep", "CallStep", "AllStep", "ForeachStep", "Step", "Runbook",
     "step_kind",
 ]
@@ -74,6 +74,16 @@ class CheckStep(_Step):
     on: CheckRoutes
 
 
+class Postcondition(_Model):
+    """A read-only check that is ok once the action's change is there. A resumed run asks
+    it before repeating an action that began but was not seen to end; its `with:` may name
+    `{{ started_at }}`, when that action began (Unix seconds)."""
+
+    check: str
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    timeout: float = Field(default=30.0, gt=0, le=600)
+
+
 class ActionStep(_Step):
     """A change to the facility; runs only in `run` mode."""
 
@@ -82,6 +92,7 @@ class ActionStep(_Step):
     timeout: float = Field(default=60.0, gt=0, le=3600)
     danger: bool = False
     subject: str | None = None
+    postcondition: Postcondition | None = None
     next: Route = END
 
 

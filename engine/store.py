@@ -1,11 +1,12 @@
-"""The engine's memory between commands: one SQLite file for runs, health, audit and locks.
+"""The engine's memory between commands: one SQLite file for runs, health, audit, locks
+and the run journal.
 
 One file (WAL, so that the dashboard reads while a scheduled health run writes) lives at
 ``$RUNBOOK_STATE_DIR/runbook.sqlite``, else ``$XDG_STATE_HOME/runbook/``, else
 ``~/.local/state/runbook/``. Reports are stored as the JSON that `engine.report` renders,
 already redacted by the walk. Each audit entry is also appended, masked again with the
 site's secrets, to ``audit.jsonl`` next to that file (see `Store.add_audit`); the locks of
-running procedures are `engine.locks`'s.
+running procedures are `engine.locks`'s, the journal of their steps `engine.journal`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunbookError
+from .journal import SCHEMA as JOURNAL_SCHEMA
 from .locks import SCHEMA as LOCKS_SCHEMA
 from .redact import redact
 from .result import Report
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user TEXT, site TEXT,
     instrument TEXT, run_id TEXT, step TEXT, what TEXT, outcome TEXT, confirmation TEXT);
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
-""" + LOCKS_SCHEMA
+""" + LOCKS_SCHEMA + JOURNAL_SCHEMA
 
 
 def state_dir() -> Path:
@@ -106,7 +108,7 @@ class Store:
         data["exit_code"] = report.exit_code
         with self._db() as db:
             db.execute(
-                "INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, report.runbook, report.mode, report.site, report.instrument,
                  user or os_user(), started, finished or time.time(), report.exit_code,
                  len(report.findings), len(report.unknowns), json.dumps(data)))

@@ -46,6 +46,7 @@ from .templating import render, render_value
 
 if TYPE_CHECKING:
     from .inventory import Inventory
+    from .journal import Journal
     from .loader import Catalog, LoadedRunbook
 
 __all__ = ["Mode", "Walker", "resolve_params", "MAX_STEPS"]
@@ -57,6 +58,9 @@ _SUBJECT_KEYS = ("host", "device", "path", "url", "server")
 
 class _Abort(Exception):
     pass
+
+
+_JOURNALED = (CheckStep, WaitStep, ActionStep, ManualStep)
 
 
 @dataclass
@@ -148,8 +152,12 @@ class Walker:
                  mode: Mode, instrument: str | None = None, probe: bool = False,
                  yes: bool = False, concurrency: int = 32,
                  confirm: Callable[[str], bool] | None = None,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None,
+                 journal: Journal | None = None) -> None:
         self.catalog, self.registry, self.inventory = catalog, registry, inventory
+        self.journal = journal
+        self._met: Counter[tuple[str, str]] = Counter()  # journal keys: (branch, step)
+        self.stop_requested = False  # Ctrl-C: stop after the step under way
         self.mode, self.instrument, self.probe, self.yes = mode, instrument, probe, yes
         self.confirm = confirm or (lambda _q: False)
         self.say = say or (lambda _t: None)
@@ -267,6 +275,13 @@ class Walker:
 
     async def _step(self, scope: _Scope, step_id: str) -> list[Route]:
         step = scope.lr.runbook.steps[step_id]
+        if self.stop_requested:
+            raise _Abort(f"interrupted before step '{step_id}'")
+        if self.journal is not None and isinstance(step, _JOURNALED):
+            return await self._journaled(scope, step_id, step)
+        return await self._do(scope, step_id, step)
+
+    async def _do(self, scope: _Scope, step_id: str, step: Step) -> list[Route]:
         if isinstance(step, CheckStep):
             return await self._check(scope, step_id, step)
         if isinstance(step, WaitStep):
@@ -288,6 +303,79 @@ class Walker:
             await self._foreach(scope, step_id, step)
             return [step.next]
         raise AssertionError(f"unhandled step kind {step_kind(step)}")
+
+    # -- the journal (run mode) -------------------------------------------------------
+
+    async def _journaled(self, scope: _Scope, step_id: str, step: Any) -> list[Route]:
+        """Record the step before and after; replay it if an earlier attempt of this run
+        finished it; ask an action's postcondition if that attempt began it only."""
+        assert self.journal is not None and self.report is not None
+        met = (scope.branch, step_id)
+        key = self.journal.key(scope.branch, step_id, self._met[met])
+        self._met[met] += 1
+        prior = self.journal.entry(key)
+        if prior is not None and prior.ended is not None and prior.record is not None:
+            return self._replay(scope, step, prior.record)
+        if prior is not None and isinstance(step, ActionStep):
+            held = await self._postcondition(scope, step_id, step, prior.started)
+            if held is not None:
+                self._record(scope, held)
+                self.journal.end(key, held)
+                return [step.next]
+        self.journal.begin(key, step_id, str(step_kind(step)))
+        mark = len(self.report.steps)
+        try:
+            return await self._do(scope, step_id, step)
+        finally:
+            mine = [r for r in self.report.steps[mark:]
+                    if r.id == step_id and r.branch == scope.branch]
+            if mine:
+                self.journal.end(key, mine[-1])
+
+    def _replay(self, scope: _Scope, step: Any, done: StepRecord) -> list[Route]:
+        record = self._record(scope, done.model_copy(update={"replayed": True}))
+        if isinstance(step, CheckStep):
+            if record.outcome == "unknown":
+                assert self.report is not None
+                self.report.unknowns.append(Unknown(
+                    id=record.id, subject=record.subject, reason=record.reason,
+                    source=step.source, runbook=scope.lr.runbook.id))
+            return [getattr(step.on, record.outcome)]
+        if isinstance(step, WaitStep):
+            return [step.on.ok if record.outcome == "ok" else step.on.timeout]
+        if record.outcome in ("done", "confirmed"):
+            return [step.next]
+        raise _Abort(f"step '{record.id}' ended {record.outcome} in this run before")
+
+    async def _postcondition(self, scope: _Scope, step_id: str, step: ActionStep,
+                             started: float) -> StepRecord | None:
+        """The action's record if its postcondition shows that it happened; None if it
+        did not happen (do it now); stop if nobody can tell."""
+        what = f"action '{step_id}' began in an earlier attempt but was not seen to end"
+        post = step.postcondition
+        if post is None:
+            if self.confirm(f"{what}, and it declares no postcondition. Do it again?"):
+                return None
+            raise _Abort(f"{what}; not repeated without a postcondition or a yes")
+        at = scope.child(scope.branch, started_at=started)
+        params = self._resolve(at, step_id, post.with_)
+        result = await self._execute(self.registry.get(post.check), params, post.timeout,
+                                     self._context(scope, post.timeout))
+        if result.outcome == "fail":
+            self.say(f"{what}; its postcondition does not hold ({result.evidence}): "
+                     "doing it now")
+            return None
+        if result.outcome == "unknown":
+            raise _Abort(f"{what}, and its postcondition cannot be checked: {result.reason}")
+        self.say(f"{what}; its postcondition holds ({result.evidence}): not repeated")
+        resolved = {"action": step.action, "with": self._resolve(scope, step_id, step.with_),
+                    "danger": step.danger, "timeout": step.timeout,
+                    "postcondition": {"check": post.check, "with": params}}
+        return StepRecord(id=step_id, kind="action", source=step.source, outcome="done",
+                          subject=self._subject(scope, step_id, step, resolved["with"]),
+                          evidence=f"postcondition held: {result.evidence}",
+                          observed=result.observed, resolved=resolved,
+                          branch=scope.branch)
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -394,6 +482,8 @@ class Walker:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            if self.stop_requested:  # not recorded: a resume waits again, from the start
+                raise _Abort(f"interrupted while waiting in step '{step_id}'")
             result = await self._execute(entry, params, min(left, 30.0),
                                          self._context(scope, min(left, 30.0)))
             if result.outcome == "ok":
