@@ -2,7 +2,8 @@
 
 Every change writes an audit row in the same transaction as the flags, so a flag change
 without its who/why/when cannot exist. Enabling sets both flags again; it is the way
-back from a disable, and it is audited the same way.
+back from a disable, and it is audited the same way. Inside a plan or diagnose walk of the
+runbook engine a flag change raises ``MutationRefused`` before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from caldb._time import now
 from caldb.errors import BadRequest
 from caldb.models import VersionFlagChange
 from caldb.versions import get_version
+from engine.registry import guard_transport
 
 __all__ = ["FlagChange", "set_enabled", "flag_changes"]
 
@@ -54,6 +56,7 @@ def _change(row: VersionFlagChange) -> FlagChange:
 
 def set_enabled(s: Session, ccv_id: int, enabled: bool, who: str, why: str) -> FlagChange:
     """Set both flags of one version to ``enabled`` and log it; the caller commits."""
+    guard_transport(f"{'enable' if enabled else 'disable'} calibration constant version {ccv_id}")
     if not who or not who.strip():
         raise BadRequest("say who changes the flags (--who or $USER)")
     if not why or not why.strip():

@@ -14,6 +14,10 @@ and ``sweep_orphans`` lists or removes it. The other order (row first, file late
 rename after commit) would leave, after a crash, a committed row whose file is missing or
 half-written, and a correction would load it. A failure that is not a crash (constraint
 violation, DB error) removes the file before raising.
+
+Inside a plan or diagnose walk of the runbook engine, writing the file, inserting the row
+and removing orphans raise ``MutationRefused`` before anything is written; the dark job,
+the ``caldb`` CLI and the twin's seeding run outside walks and inject as before.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from caldb.models import (
     PhysicalDetectorUnit,
     Report,
 )
+from engine.registry import guard_transport
 
 __all__ = [
     "InjectRequest",
@@ -135,6 +140,7 @@ def write_constant_file(
     store_root: Path, detector_type: str, pdu: str, req: InjectRequest
 ) -> tuple[str, str, str]:
     """Write the file atomically; return (path_to_file, file_name, data_set_name)."""
+    guard_transport(f"inject {req.calibration} for {pdu} into the calibration DB")
     rel_dir = f"{detector_type.lower()}/{pdu.lower()}/"
     folder = store_root / rel_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -210,6 +216,7 @@ def insert_version(
     s: Session, pdu: PhysicalDetectorUnit, req: InjectRequest, files: tuple[str, str, str]
 ) -> CalibrationConstantVersion:
     """Add the row (the caller commits); the constraint catches a concurrent duplicate."""
+    guard_transport(f"inject {req.calibration} for {pdu.physical_name} into the calibration DB")
     cal = calibration_by_name(s, req.calibration)
     constant = _constant(s, pdu.detector_type_id, pdu.detector_type.name, cal.id, req, cal.name)
     created = now()
@@ -245,6 +252,8 @@ def sweep_orphans(
     The age guard keeps a sweep from deleting a file whose injection is still between
     writing the file and committing its row.
     """
+    if remove:
+        guard_transport(f"remove orphan files from {store_root}")
     known = {
         (p.rstrip("/"), f)
         for p, f in s.execute(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from caldb._wire import array_from, array_meta, decode, encode
 from caldb.catalogue import detector_by_identifier
 from caldb.errors import BadRequest, CalDBError
 from caldb.store import CalDB
+from caldb.versions import VersionInfo
 
 __all__ = ["AccessPoint", "AccessPoints", "KaraboLogFormatter", "karabo_log_handler", "MODES"]
 
@@ -51,8 +52,12 @@ def karabo_log_handler(path: str | Path) -> logging.Handler:
 class AccessPoint:
     """``AccessPoint("MAX_WEB_DATA/DM/CAL_REMOTE_0", db).start()``; ``endpoint`` once started."""
 
-    def __init__(self, device_id: str, db: CalDB, endpoint: str = "tcp://127.0.0.1:*") -> None:
+    def __init__(self, device_id: str, db: CalDB, endpoint: str = "tcp://127.0.0.1:*",
+                 on_inject: Callable[[VersionInfo], None] | None = None) -> None:
+        """``on_inject`` is told of each version injected through this point (the twin
+        logs them as mutations)."""
         self.device_id = device_id
+        self.on_inject = on_inject
         self.db = db
         self.endpoint = endpoint
         self.mode = "ok"
@@ -221,6 +226,8 @@ class AccessPoint:
         self._info("Start writing to Calibration Catalogue...")
         self._info("Finnish writing to Calibration Catalogue...")  # sic, as 12.1 shows it
         self._info(f"Registered {version.file_name} successfully")
+        if self.on_inject is not None:
+            self.on_inject(version)
         return {
             "info": "calibration_constant_version created successfully",
             "data": version.to_json(),

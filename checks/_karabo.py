@@ -20,6 +20,10 @@ closes, so a crashed caller leaves nothing running, and the caller's only extra 
 reply reader) is a daemon that never blocks interpreter exit.  The parent side imports no
 Karabo at all.
 
+Slot calls and sets change the facility: ``call`` and ``set`` (and ``submit`` of either)
+raise ``MutationRefused`` inside a plan or diagnose walk before anything is sent, whoever
+asks (an action, or a check that should not have).
+
 Every failure reaches the checks as ``engine.errors`` exceptions: ``KaraboUnreachable``
 (broker, process), ``DeviceOffline`` (not in the topology), ``KaraboTimeout`` (no answer in
 time) are ``TransportError`` and become ``unknown``; ``KaraboRemoteError`` is an error that
@@ -42,6 +46,7 @@ from typing import Any
 
 from engine.context import Context
 from engine.errors import RunbookError, TransportError
+from engine.registry import guard_transport
 
 __all__ = ["KaraboClient", "KaraboUnreachable", "DeviceOffline", "KaraboTimeout",
            "KaraboRemoteError", "client_for", "broker_and_topic", "call_timeout"]
@@ -229,6 +234,10 @@ class KaraboClient:
 
     def submit(self, op: str, timeout: float, **args: Any) -> Future[Any]:
         """Send one request; the future holds the answer or one of this module's errors."""
+        if op == "call":
+            guard_transport(f"call {args.get('slot')} on {args.get('device')}")
+        elif op == "set":
+            guard_transport(f"set {', '.join(args.get('values') or ())} on {args.get('device')}")
         with self._lock:
             proc = self._start()
             self._next += 1

@@ -19,6 +19,8 @@ all:
 Quoting is done in `checks._ssh_script`: callers hand argument lists to `command_line`.
 A command with a NUL byte, or a host or account that is not a plain name, is refused
 (`UnsafeCommand`) before anything is sent: it could not arrive as the literal it was.
+A command that its caller did not mark `read_only=True` may change the host: inside a plan
+or diagnose walk it is refused (`MutationRefused`) before anything is sent.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from engine.context import Context
+from engine.registry import guard_transport
 
 from ._ssh_errors import SshError, SshTimeout, UnsafeCommand
 from ._ssh_exec import execute, runner, translate
@@ -105,6 +108,14 @@ def _finish(item: _Item, result: CommandResult | BaseException) -> None:
         item.future.set_result(result)
 
 
+def _guard(host: str, user: str | None, commands: Sequence[str], read_only: bool) -> None:
+    """In the caller's thread (the SSH loop's thread does not see the walk's mode)."""
+    if not read_only:
+        shown = "; ".join(commands)
+        guard_transport(f"run {shown[:200]!r} on {user + '@' if user else ''}{host} "
+                        "(not marked read-only)")
+
+
 class SshPool:
     """Connections of one walk, keyed by (account, host); get it with `pool_for(ctx)`.
 
@@ -135,23 +146,29 @@ class SshPool:
         return self._call(self._connection(self._site.target(host, user), limit), limit)
 
     def run(self, host: str, user: str | None, command: str,
-            timeout: float | None = None) -> CommandResult:
+            timeout: float | None = None, *, read_only: bool = False) -> CommandResult:
         """Run one shell command line on `user@host` (quote it with `command_line`).
 
+        `read_only=True` is the caller's word that the command changes nothing (a check's
+        probe); any other command is refused inside a plan or diagnose walk.
         Commands for the same host that arrive within `batch_window` of each other (the
         checks of one step, run side by side by the walker), or while the connection they
         need is being opened, share one remote execution; each keeps its own time limit.
         """
         limit = timeout or self.settings.command_timeout
         check_literal(command)
+        _guard(host, user, [command], read_only)
         return self._call(self._submit(self._site.target(host, user), command, limit), limit)
 
     def run_many(self, host: str, user: str | None, commands: Sequence[str],
-                 timeout: float | None = None) -> list[CommandResult]:
-        """Several commands in ONE remote execution, run side by side on the host."""
+                 timeout: float | None = None, *, read_only: bool = False
+                 ) -> list[CommandResult]:
+        """Several commands in ONE remote execution, run side by side on the host
+        (`read_only` as for `run`, for all of them)."""
         limit = timeout or self.settings.command_timeout
         for command in commands:
             check_literal(command)
+        _guard(host, user, commands, read_only)
         return self._call(self._many(self._site.target(host, user), commands, limit), limit)
 
     def prefetch(self, targets: Iterable[tuple[str | None, str]]

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine.context import Context
-from engine.registry import action, check
+from engine.registry import action, check, guard_transport
 from engine.result import Result
 
 from ._expect import OutputExpectation
@@ -32,8 +32,12 @@ class LocalCommand(OutputExpectation):
     cwd: str | None = None
 
 
-def _run(p: LocalCommand) -> Result:
+def _run(p: LocalCommand, *, read_only: bool) -> Result:
+    """`read_only` as for the SSH transport: a command not marked so is refused inside a
+    plan or diagnose walk."""
     shown = shlex.join(p.argv)
+    if not read_only:
+        guard_transport(f"run {shown!r} (not marked read-only)")
     try:
         proc = subprocess.run(p.argv, capture_output=True, text=True, timeout=p.timeout,
                               cwd=p.cwd, check=False, stdin=subprocess.DEVNULL)
@@ -53,13 +57,13 @@ def _run(p: LocalCommand) -> Result:
 
 @check("local.command")
 def local_command(p: LocalCommand, ctx: Context) -> Result:
-    return _run(p)
+    return _run(p, read_only=True)
 
 
 @action("local.run")
 def local_run(p: LocalCommand, ctx: Context) -> Result:
     """The same as local.command, but it may change something, so only `run` calls it."""
-    return _run(p)
+    return _run(p, read_only=False)
 
 
 class LocalFile(BaseModel):

@@ -50,14 +50,18 @@ def _subject(p: SshTarget) -> str:
     return f"{p.user}@{p.host}" if p.user else p.host
 
 
-def _remote(p: SshTarget, ctx: Context, command: str) -> CommandResult | Result:
-    """Run `command` (already quoted) on the target; an unreachable host is a Result."""
+def _remote(p: SshTarget, ctx: Context, command: str, *, read_only: bool
+            ) -> CommandResult | Result:
+    """Run `command` (already quoted) on the target; an unreachable host is a Result.
+
+    `read_only` is stated by every caller: True for the checks' probes, False for a command
+    that may change the host (refused by the transport inside a plan or diagnose walk)."""
     from . import _ssh
 
     pool = _ssh.pool_for(ctx)
     limit = min(p.timeout or pool.settings.command_timeout, ctx.timeout * 0.9)
     try:
-        return pool.run(p.host, p.user, command, limit)
+        return pool.run(p.host, p.user, command, limit, read_only=read_only)
     except _ssh.SshError as exc:
         result = Result.unknown(str(exc), evidence=f"$ {command}")
         result.subject = _subject(p)
@@ -76,12 +80,11 @@ def _verdict(p: SshTarget, problems: list[str], evidence: str, **observed: objec
 
 # ---- ssh.command --------------------------------------------------------------------------
 
-@check("ssh.command")
-def ssh_command(p: SshCommand, ctx: Context) -> Result:
+def _command(p: SshCommand, ctx: Context, read_only: bool) -> Result:
     command = shlex.join(p.argv)
     if p.cwd:
         command = f"cd {_q(p.cwd)} && {command}"
-    got = _remote(p, ctx, command)
+    got = _remote(p, ctx, command, read_only=read_only)
     if isinstance(got, Result):
         return got
     out = got.stdout
@@ -90,11 +93,17 @@ def ssh_command(p: SshCommand, ctx: Context) -> Result:
                     stdout=out[-_TAIL:], connection=got.connection)
 
 
+@check("ssh.command")
+def ssh_command(p: SshCommand, ctx: Context) -> Result:
+    """A read-only command (its runbook vouches for it; use ssh.run for a change)."""
+    return _command(p, ctx, read_only=True)
+
+
 @action("ssh.run")
 def ssh_run(p: SshCommand, ctx: Context) -> Result:
     """The same as ssh.command, but it may change something (4.3, 4.4), so only `run`
-    calls it."""
-    return ssh_command(p, ctx)
+    calls it, and the transport refuses it in a plan or diagnose walk."""
+    return _command(p, ctx, read_only=False)
 
 
 # ---- ssh.karabo_check ---------------------------------------------------------------------
@@ -116,7 +125,7 @@ def ssh_karabo_check(p: KaraboCheck, ctx: Context) -> Result:
         f'svok "$KARABO/var/service/.svscan" || {{ echo {_q(_NOT_STARTED)}; exit 0; }}',
         "exec karabo-check",
     ])
-    got = _remote(p, ctx, command)
+    got = _remote(p, ctx, command, read_only=True)
     if isinstance(got, Result):
         return got
     text = _ANSI.sub("", got.stdout)
@@ -158,7 +167,7 @@ def ssh_process(p: Process, ctx: Context) -> Result:
     # line is the PID of the shell that runs this (and perhaps other checks' commands,
     # which may name the pattern): its whole process tree is left out.
     command = 'echo "$$"; exec ps -ww -eo pid=,ppid=,user:32=,etimes=,args='
-    got = _remote(p, ctx, command)
+    got = _remote(p, ctx, command, read_only=True)
     if isinstance(got, Result):
         return got
     lines = got.stdout.splitlines()
@@ -206,7 +215,7 @@ def ssh_log_grep(p: LogGrep, ctx: Context) -> Result:
         parts.append(f"{source} | grep {flags} -e {_q(p.pattern)} | {awk}")
         shown = f"grep {flags} {shlex.quote(p.pattern)} {p.path}" + (
             f" (last {p.lines} lines)" if p.lines else "")
-    got = _remote(p, ctx, "; ".join(parts))
+    got = _remote(p, ctx, "; ".join(parts), read_only=True)
     if isinstance(got, Result):
         return got
     if got.exit != 0:
@@ -239,7 +248,7 @@ def ssh_file_sizes(p: FileSizes, ctx: Context) -> Result:
         '[ -d "$d" ] || { echo "$d: no such folder" >&2; exit 3; }',
         f'exec find "$d" -mindepth 1 -maxdepth 1 -type f -name {_q(p.glob)} -printf "%s %f\\n"',
     ])
-    got = _remote(p, ctx, command)
+    got = _remote(p, ctx, command, read_only=True)
     if isinstance(got, Result):
         return got
     shown = f"ls -al {p.path}"
@@ -288,7 +297,7 @@ def ssh_service_run_file(p: ServiceRunFile, ctx: Context) -> Result:
         f"echo {token}",
         'ls -1 -- "$(dirname -- "$(dirname -- "$f")")"',
     ])
-    got = _remote(p, ctx, command)
+    got = _remote(p, ctx, command, read_only=True)
     if isinstance(got, Result):
         return got
     shown = f"cat {path}"

@@ -24,14 +24,18 @@ from .errors import RunbookError
 
 __all__ = [
     "check", "action", "Entry", "Registry", "RegistryError", "MutationRefused",
-    "mutations_allowed", "guard_mutation", "default_registry", "ENTRY_POINT_GROUP",
+    "mutations_allowed", "guard_mutation", "guard_transport", "default_registry",
+    "ENTRY_POINT_GROUP",
 ]
 
 ENTRY_POINT_GROUP = "runbook.checks"
 Kind = Literal["check", "action"]
 _TAG = "__runbook_entry__"
 
-_mutations: contextvars.ContextVar[bool] = contextvars.ContextVar("mutations", default=False)
+# Three states: None outside any walk (the dark job, the caldb CLI, the twin's seeding),
+# False inside a plan or diagnose walk, True inside a run walk (`engine.walk` sets it).
+_mutations: contextvars.ContextVar[bool | None] = contextvars.ContextVar("mutations",
+                                                                        default=None)
 
 
 class RegistryError(RunbookError):
@@ -39,18 +43,28 @@ class RegistryError(RunbookError):
 
 
 class MutationRefused(RunbookError):
-    """An action was called while the walk may not change anything (diagnose or plan)."""
+    """A change was asked for while the walk may not change anything (diagnose or plan)."""
 
 
-def mutations_allowed() -> contextvars.ContextVar[bool]:
-    """The switch that `run` mode turns on; everything else leaves it off."""
+def mutations_allowed() -> contextvars.ContextVar[bool | None]:
+    """The switch a walk sets: True in `run` mode, False in plan and diagnose; outside any
+    walk it is None."""
     return _mutations
 
 
 def guard_mutation(what: str) -> None:
-    """Raise unless the current walk is allowed to change the facility."""
+    """Raise unless the current walk is allowed to change the facility (actions: they
+    change things only inside a `run` walk)."""
     if not _mutations.get():
         raise MutationRefused(f"refused to {what}: this walk may not change anything")
+
+
+def guard_transport(what: str) -> None:
+    """Raise inside a plan or diagnose walk (transports: a slot call, a set, a command not
+    marked read-only, a DB write).  Outside any walk (the dark job, the caldb CLI, the
+    twin) it lets the change through; only a walk that said "no changes" refuses."""
+    if _mutations.get() is False:
+        raise MutationRefused(f"refused to {what}: a plan or diagnose walk changes nothing")
 
 
 def _tag(kind: Kind, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -20,8 +20,8 @@ from engine.registry import Registry
 # on a twin is the same in every run; any other file is a group of its own, run by
 # whichever worker is free.  Groups balanced by one run's `--durations=0`.
 TWIN_GROUPS = {
-    "twin-a": ("test_diagnose_e2e.py", "test_faults_11_2.py", "test_faults_11_4.py",
-               "test_faults_11_5_7.py", "test_twin_ssh.py"),
+    "twin-a": ("test_diagnose_e2e.py", "test_dry_run_twin.py", "test_faults_11_2.py",
+               "test_faults_11_4.py", "test_faults_11_5_7.py", "test_twin_ssh.py"),
     "twin-b": ("test_faults_10.py", "test_faults_11_1.py", "test_faults_11_3.py",
                "test_restart_online.py", "test_health.py", "test_twin_hosts.py",
                "test_twin_karabo.py"),

@@ -6,6 +6,10 @@ flag: a splitter sees data because its aggregator's output rate is non-zero, a c
 device sees no constants because no access point answers.  Messages go to stdout in the
 Karabo log shape (``WARN  <deviceId> : text``), which multilog keeps in
 ``var/log/<server>/current`` for ``grep`` over SSH (11.3).
+
+Every slot call and reconfiguration that a device receives from outside the twin (a
+client: the runbook engine, a test) is written to the twin's mutation log
+(``sim.mutations``); calls between the twin's devices are left out.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from karabo.middlelayer import (
     background,
     call,
     getProperties,
+    slot,
 )
+
+from sim import mutations
 
 __all__ = ["TwinDevice", "read", "invoke", "LOCAL", "split_channel", "is_state"]
 
@@ -99,6 +106,28 @@ class TwinDevice(Device):
 
     async def onDestruction(self) -> None:
         LOCAL.pop(self.deviceId, None)
+
+    # -- the mutation log ----------------------------------------------------------------
+
+    def _note(self, kind: str, what: str, caller: str | None) -> None:
+        if not mutations.is_internal(caller):
+            mutations.record(None, kind, str(self.deviceId), what, caller)
+
+    def setValue(self, descriptor: Any, value: Any) -> None:
+        """Karabo sets ``lastCommand`` to "<slot> <- <caller>" on each slot call that it
+        lets through (after the lock and state checks), before the slot runs."""
+        super().setValue(descriptor, value)
+        if descriptor.key == "lastCommand":
+            name, sep, caller = str(value).partition(" <- ")
+            if sep and name != "slotReconfigure":
+                self._note("slot", name, caller)
+
+    async def slotReconfigure(self, reconfiguration: Hash, message: Any) -> None:
+        caller = self._sigslot.get_property(message, "signalInstanceId")
+        self._note("set", ",".join(reconfiguration.paths()), caller)
+        await super().slotReconfigure(reconfiguration, message)
+
+    slotReconfigure = slot(slotReconfigure, passMessage=True)
 
     async def setup(self) -> None:
         """Hook run once the device is up."""

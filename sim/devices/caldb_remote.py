@@ -54,7 +54,7 @@ class TwinCalDbRemote(TwinDevice):
         """In a thread: caldb's imports and the DB's opening must not hold up the server."""
         from caldb.remote import AccessPoint, KaraboLogFormatter
         from caldb.store import CalDB
-        from sim import caldb_twin
+        from sim import caldb_twin, mutations
 
         log = logging.getLogger(f"caldb.remote.{self.deviceId}")
         if not log.handlers:
@@ -68,7 +68,13 @@ class TwinCalDbRemote(TwinDevice):
         db = CalDB.open(caldb_twin.db_url(twin), caldb_twin.store_root(twin))
         address = os.environ.get("RUNBOOK_TWIN_ADDRESS", "127.0.0.1")
         port = int(self.port) or "*"
-        return AccessPoint(self.deviceId, db, f"tcp://{address}:{port}").start()
+        device = str(self.deviceId)
+
+        def logged(version: Any) -> None:   # the twin's mutation log (sim.mutations)
+            mutations.record(twin, "db", device,
+                             f"inject {version.calibration} for {version.physical_name}")
+
+        return AccessPoint(device, db, f"tcp://{address}:{port}", on_inject=logged).start()
 
     async def tick(self) -> None:
         if self._point is None:

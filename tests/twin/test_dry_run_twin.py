@@ -1,0 +1,133 @@
+"""Issue 12, "a dry run that cannot mutate", against the twin: every runbook of the catalog,
+planned with `--probe` and (the diagnosis trees) diagnosed, on the healthy twin and on the
+twin with the DAQ in IGNORE (10.2), leaves the twin's mutation log (`sim.mutations`) as it
+was.  And the log is not blind: a slot call and a set from a client appear in it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checks._karabo import KaraboClient
+from engine.registry import MutationRefused, mutations_allowed
+from sim import mutations
+from tests.twin._kit import IDS, dev, flowing, inject, wait
+from tests.twin.test_diagnose_e2e import CATALOG, NOT_ON_TWIN, PARAMS, TREES
+
+pytestmark = pytest.mark.twin
+
+RUNBOOK = str(Path(sys.executable).parent / "runbook")
+#: what the procedures need beyond --instrument to be planned on the twin
+PLAN_PARAMS: dict[str, list[str]] = {
+    **PARAMS,
+    "bridge-single-module": ["module=5"],
+    "bridge-single-module-revert": ["module=5"],
+    "disable-constants": ["physical_device=AGIPD", "start_from=2020-01-01",
+                          "start_to=2020-01-02", "why=dry run test"],
+    "dark-characterization": ["detector=SPB_DET_AGIPD1M-1", "runs=1,2,3", "proposal=700000"],
+    "request-dark": ["detector=SPB_DET_AGIPD1M-1", "runs=1,2,3", "proposal=700000"],
+    "restart-webservice": ["reason=dry run test", "down_since=2020-01-01T00:00:00"],
+}
+#: the diagnosis trees that the session twin cannot walk are not planned either
+SKIP = {rid for rid, reason in TREES if reason is not None} | set(NOT_ON_TWIN)
+
+
+def _walks() -> list[tuple[str, str]]:
+    out = []
+    for rid, lr in sorted(CATALOG.runbooks.items()):
+        if rid in SKIP or lr.runbook.status == "draft" or "examples" in lr.path.parts:
+            continue
+        out.append(("plan", rid))
+        if lr.runbook.kind == "diagnosis":
+            out.append(("diagnose", rid))
+    return out
+
+
+WALKS = _walks()
+
+
+def walk(mode: str, rid: str, tmp: Path) -> dict[str, Any]:
+    """`runbook plan <rid> --probe` or `runbook diagnose <rid>`, as JSON."""
+    argv = [RUNBOOK, mode, rid, "--site", "sim", "--instrument", "SPB", "--format", "json"]
+    if mode == "plan":
+        argv += ["--probe", "-o", str(tmp / f"{rid}.plan.json")]
+    for p in PLAN_PARAMS.get(rid, []):
+        argv += ["-p", p]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=240,
+                         env=dict(os.environ))
+    return {"walk": f"{mode} {rid}", "code": res.returncode, "out": res.stdout,
+            "err": res.stderr[-2000:]}
+
+
+def walk_all(tmp: Path) -> list[dict[str, Any]]:
+    # Four at a time, as test_diagnose_e2e: each walk is a process of ~2 s CPU to start.
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(lambda w: walk(*w, tmp), WALKS))
+
+
+def refused(results: list[dict[str, Any]]) -> list[str]:
+    """Walks where a transport refused something: a check that tried to change the twin."""
+    return [r["walk"] for r in results if "MutationRefused" in r["err"]
+            or "plan or diagnose walk changes nothing" in r["out"]]
+
+
+def crashed(results: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    bad = []
+    for r in results:
+        try:
+            json.loads(r["out"])
+        except ValueError:
+            bad.append((r["walk"], r["code"], r["err"][-600:]))
+    return bad
+
+
+def test_dry_runs_change_nothing_on_a_healthy_twin_12(running, tmp_path):
+    before = len(mutations.read(running))
+    results = walk_all(tmp_path)
+    assert mutations.read(running)[before:] == []
+    assert crashed(results) == []
+    assert refused(results) == []
+
+
+def test_dry_runs_change_nothing_with_the_daq_ignoring_12(running, tmp_path):
+    inject(running, kind="daq_not_monitoring")
+    try:
+        wait(lambda: str(dev("run_controller").state) == "IGNORING", 30)
+        before = len(mutations.read(running))
+        results = walk_all(tmp_path)
+        after = mutations.read(running)[before:]
+    finally:
+        flowing(running)
+    assert after == []
+    assert crashed(results) == []
+    assert refused(results) == []
+
+
+def test_the_mutation_log_sees_a_clients_slot_call_and_set_12(spb):
+    manager = IDS["cal_manager"]
+    client = KaraboClient(str(spb.broker_url), spb.topics["SPB"])
+    try:
+        before = len(mutations.read(spb))
+        timeout = float(client.get(manager, ["initTimeout"], 10)["initTimeout"])
+        client.set(manager, {"initTimeout": timeout}, 10)
+        client.call(manager, "verifyConfig", [], 10)
+        token = mutations_allowed().set(False)   # as in a plan or diagnose walk
+        try:
+            with pytest.raises(MutationRefused):
+                client.call(manager, "verifyConfig", [], 10)
+        finally:
+            mutations_allowed().reset(token)
+    finally:
+        client.close()
+    seen = [(e["kind"], e["target"], e["what"]) for e in mutations.read(spb)[before:]]
+    assert seen == [("set", manager, "initTimeout"), ("slot", manager, "verifyConfig")]
+    callers = {e["caller"] for e in mutations.read(spb)[before:]}
+    assert len(callers) == 1 and callers.pop().startswith("runbook-")
