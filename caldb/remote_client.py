@@ -12,8 +12,14 @@ ZMQ callers "with improper timeout error handling". The rules here that prevent 
 - an answer that says "no" (no constant, version taken, bad request) is final and never
   retried: retrying cannot change it and would only repeat the load.
 
-After the last attempt it raises ``CalDBUnreachable`` with the facility's wording,
-"Resource temporarily unavailable" (11.3).
+- the whole request has a time budget (``budget_s``): no attempt starts, and no backoff
+  sleeps, beyond it, and the last attempt waits only for what is left of it.
+
+With every access point down a request therefore sends at most ``max_attempts`` messages
+and returns within ``budget_s`` (by default ``max_attempts * timeout_s`` plus the
+backoffs, at most ``(max_attempts - 1) * backoff_cap_s``), plus the milliseconds that
+opening and closing a socket takes.  After that it raises ``CalDBUnreachable`` with the
+facility's wording, "Resource temporarily unavailable" (11.3).
 """
 
 from __future__ import annotations
@@ -68,6 +74,13 @@ def endpoints_of(interface: str) -> list[str]:
 class RemoteClient:
     """``RemoteClient(endpoints, timeout_s=30)``; ``retrieve(...)`` and ``inject(...)``.
 
+    - ``timeout_s``: how long one attempt waits for its answer;
+    - ``max_attempts``: how many messages one request may send at most (one per attempt);
+    - ``backoff_s``, ``backoff_cap_s``: the jittered pause before attempt n is drawn from
+      ``[0, min(backoff_cap_s, backoff_s * 2 ** (n - 1))]``;
+    - ``budget_s``: the most one request may take in all, attempts and pauses together
+      (``None``: no bound beyond the attempts' own, see the module docstring).
+
     ``last_attempts`` lists the attempts of the latest request, for diagnosis and tests.
     """
 
@@ -80,11 +93,17 @@ class RemoteClient:
         backoff_cap_s: float = 10.0,
         rng: random.Random | None = None,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        budget_s: float | None = None,
     ) -> None:
         if not endpoints:
             raise BadRequest("give at least one access point endpoint")
         if timeout_s <= 0 or max_attempts < 1:
             raise BadRequest("timeout_s must be positive and max_attempts at least 1")
+        if budget_s is not None and budget_s <= 0:
+            raise BadRequest("budget_s must be positive (or None for no overall bound)")
+        if backoff_s < 0 or backoff_cap_s < 0:
+            raise BadRequest("backoff_s and backoff_cap_s cannot be negative")
+        self.budget_s = budget_s
         self.endpoints = list(endpoints)
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
@@ -100,13 +119,14 @@ class RemoteClient:
     def _backoff(self, attempt: int) -> float:
         return self.rng.uniform(0.0, min(self.backoff_cap_s, self.backoff_s * 2 ** (attempt - 1)))
 
-    def _once(self, endpoint: str, frames: list[bytes], request_id: str) -> list[bytes] | None:
+    def _once(self, endpoint: str, frames: list[bytes], request_id: str,
+              wait_s: float) -> list[bytes] | None:
         sock = self.context.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.connect(endpoint)
             sock.send_multipart(frames)
-            deadline = time.monotonic() + self.timeout_s
+            deadline = time.monotonic() + wait_s
             while (left := deadline - time.monotonic()) > 0:
                 if not sock.poll(int(left * 1000) + 1):
                     continue
@@ -130,12 +150,22 @@ class RemoteClient:
             frames.append(np.ascontiguousarray(data).tobytes())
         order = self.rng.sample(self.endpoints, len(self.endpoints))
         self.last_attempts = []
+        start = time.monotonic()
+        end = None if self.budget_s is None else start + self.budget_s
         for attempt in range(self.max_attempts):
             if attempt:
-                time.sleep(self._backoff(attempt))
+                pause = self._backoff(attempt)
+                if end is not None:
+                    pause = min(pause, end - time.monotonic())
+                if pause > 0:
+                    time.sleep(pause)
+            wait_s = self.timeout_s if end is None else min(self.timeout_s,
+                                                             end - time.monotonic())
+            if wait_s <= 0:
+                break  # the budget is spent: no attempt that could not wait for its answer
             endpoint = order[attempt % len(order)]
             try:
-                reply = self._once(endpoint, frames, request_id)
+                reply = self._once(endpoint, frames, request_id, wait_s)
             except zmq.ZMQError as exc:
                 self.last_attempts.append(Attempt(endpoint, f"error: {exc}"))
                 continue
@@ -153,9 +183,12 @@ class RemoteClient:
                 raise error
             return head, reply[1:]
         tried = ", ".join(f"{a.endpoint} ({a.outcome})" for a in self.last_attempts)
+        within = (f"within {self.timeout_s:g} s" if self.budget_s is None
+                  else f"within {self.timeout_s:g} s each and {self.budget_s:g} s in all")
         raise CalDBUnreachable(
             f"Resource temporarily unavailable: no calibrationDbRemote access point answered "
-            f"within {self.timeout_s:g} s in {self.max_attempts} attempts: {tried}"
+            f"{within} in {len(self.last_attempts)} of at most {self.max_attempts} attempts "
+            f"({time.monotonic() - start:.1f} s): {tried}"
         )
 
     def ping(self) -> str:

@@ -51,7 +51,25 @@ def _open(p: VersionFilter, ctx: Context) -> Any:
     from caldb.store import CalDB
 
     site = (ctx.transport or {}).get("caldb") or {}
-    return CalDB.open(p.db or site.get("url"), p.store_root or site.get("store_root"))
+    url = _with_connect_timeout(p.db or site.get("url"), ctx.timeout,
+                                site.get("connect_timeout"))
+    return CalDB.open(url, p.store_root or site.get("store_root"))
+
+
+def _with_connect_timeout(url: str | None, step_timeout: float,
+                          site_timeout: float | None = None) -> str | None:
+    """A PostgreSQL URL with a libpq ``connect_timeout`` inside the step's timeout: the
+    site's ``transport.caldb.connect_timeout`` when set, never beyond 80 % of the step's.
+
+    Without one, a server that accepts the connection and never answers holds the check's
+    thread for minutes: the walker reports the step `unknown` at its timeout, but the
+    process cannot exit before the thread does (issue 12).  libpq counts whole seconds, at
+    least 2; a URL that sets its own connect_timeout keeps it."""
+    if not url or not url.startswith("postgres") or "connect_timeout=" in url:
+        return url
+    within = step_timeout * 0.8
+    seconds = max(2, int(min(float(site_timeout), within) if site_timeout else within))
+    return f"{url}{'&' if '?' in url else '?'}connect_timeout={seconds}"
 
 
 def _find(p: VersionFilter, ctx: Context) -> list[VersionInfo]:
