@@ -56,7 +56,10 @@ def default_store_root() -> Path:
 
 def _make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        # A server that accepts and never answers must not hang a check or a job.
+        wait = ({"connect_timeout": 10}
+                if url.startswith("postgres") and "connect_timeout" not in url else {})
+        return create_engine(url, pool_pre_ping=True, connect_args=wait)
     memory = url in ("sqlite://", "sqlite:///:memory:")
     if not memory:
         db_file = url.split("///", 1)[-1]

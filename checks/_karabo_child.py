@@ -97,6 +97,12 @@ def _serve() -> None:
     os._exit(0)   # Karabo's executor threads must not hold the exit up
 
 
+def _broker_connected() -> bool:
+    from karabo.middlelayer.broker import get_connector
+
+    return bool(get_connector().is_connected)
+
+
 class _Handler:
     """Runs each request as a task of the client device (Karabo's calls need that)."""
 
@@ -125,6 +131,11 @@ class _Handler:
         op = getattr(self, f"op_{msg.get('op')}", None)
         if op is None:
             reply({"id": ident, "error": f"unknown request {msg.get('op')!r}", "kind": "remote"})
+            return
+        if not _broker_connected():  # else the topology seen before would answer
+            reply({"id": ident, "kind": "unreachable",
+                   "error": "lost the connection to the Karabo broker "
+                            f"{os.environ.get('KARABO_BROKER')}"})
             return
         try:
             result = await asyncio.wait_for(op(msg, timeout), timeout)
@@ -182,6 +193,20 @@ class _Handler:
         await self._online(msg["device"], timeout)
         got = await getProperties(msg["device"], list(msg["keys"]))
         return {k: got[k] for k in msg["keys"] if k in got}
+
+    async def op_stamps(self, msg: dict[str, Any], timeout: float) -> Any:
+        """``{key: [value, Unix time of its last change]}``: a postcondition asks whether
+        a state changed after an action began (`checks.karabo.state_since`)."""
+        from karabo.middlelayer import Timestamp, getProperties
+
+        await self._online(msg["device"], timeout)
+        got = await getProperties(msg["device"], list(msg["keys"]))
+        out = {}
+        for key in msg["keys"]:
+            if key in got:
+                stamp = Timestamp.fromHashAttributes(got[key, ...])
+                out[key] = [got[key], None if stamp is None else stamp.toTimestamp()]
+        return out
 
     async def op_configuration(self, msg: dict[str, Any], timeout: float) -> Any:
         from karabo.middlelayer import Hash, getConfiguration

@@ -273,7 +273,7 @@ def server_logs(p: ServerLogs, ctx: Context) -> Result:
 
     def one(host: str) -> tuple[str, Any]:
         try:
-            return host, pool.run(host, p.user, command, limit)
+            return host, pool.run(host, p.user, command, limit, read_only=True)
         except _ssh.SshError as exc:
             return host, str(exc)
 

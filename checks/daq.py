@@ -216,7 +216,8 @@ def last_run(p: LastRun, ctx: Context) -> Result:
     pool = _ssh.pool_for(ctx)
     limit = min(p.timeout or pool.settings.command_timeout, ctx.timeout * 0.9)
     try:
-        got = pool.run(p.host, p.user, _last_run_script(parent, p.run), limit)
+        got = pool.run(p.host, p.user, _last_run_script(parent, p.run), limit,
+                       read_only=True)
     except _ssh.SshError as exc:
         return Result.unknown(str(exc), evidence=f"{who}$ ls -alh {shown}/")
     lines = got.stdout.splitlines()

@@ -23,8 +23,8 @@ from ._karabo import call_timeout, client_for
 
 __all__ = [
     "DeviceState", "PropertyCheck", "PropertiesTable", "DevicesOnline", "Rates",
-    "ConstantDates", "numeric", "same", "expectation_problems",
-    "device_state", "device_property", "properties_table", "devices_online", "rates",
+    "ConstantDates", "StateSince", "numeric", "same", "expectation_problems",
+    "device_state", "state_since", "device_property", "properties_table", "devices_online", "rates",
     "constant_dates",
 ]
 
@@ -54,6 +54,31 @@ def device_state(p: DeviceState, ctx: Context) -> Result:
         return Result.ok(evidence, state=state, status=status)
     return Result.fail(f"{evidence}, expected {' or '.join(p.states)}", state=state,
                        status=status)
+
+
+class StateSince(DeviceState):
+    since: float = Field(description="Unix time; e.g. {{ started_at }} in a postcondition")
+
+
+@check("karabo.state_since")
+def state_since(p: StateSince, ctx: Context) -> Result:
+    """ok when the device is in one of ``states`` and its state changed at or after
+    ``since`` (Karabo's timestamp): a slot call's postcondition. A state that was already
+    there before the call (ACTIVE from the last restart) does not count."""
+    got = client_for(ctx).request("stamps", call_timeout(ctx), device=p.device,
+                                  keys=["state"]).get("state")
+    if not got:
+        return Result.unknown(f"{p.device} did not give its state")
+    state, at = str(got[0]), got[1]
+    if at is None:
+        return Result.unknown(f"{p.device} is {state}, with no timestamp", state=state)
+    when = time.strftime("%H:%M:%S", time.localtime(at))
+    evidence = f"{p.device} is {state} since {when}"
+    if state in p.states and at >= p.since:
+        return Result.ok(evidence, state=state, changed=at)
+    why = ("before the action began" if state in p.states
+           else f"expected {' or '.join(p.states)}")
+    return Result.fail(f"{evidence}, {why}", state=state, changed=at)
 
 
 # ---- property -------------------------------------------------------------------------------

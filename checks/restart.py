@@ -90,7 +90,7 @@ def _remote(p: _Host, ctx: Context, command: str) -> CommandResult | Result:
     pool = _ssh.pool_for(ctx)
     try:
         return pool.run(p.host, p.user, command,
-                        min(pool.settings.command_timeout, ctx.timeout * 0.9))
+                        min(pool.settings.command_timeout, ctx.timeout * 0.9), read_only=True)
     except _ssh.SshError as exc:
         result = Result.unknown(str(exc))
         result.subject = p.who()

@@ -149,16 +149,18 @@ def template_problems(lr: LoadedRunbook) -> list[str]:
         raw = step.model_dump(by_alias=True, exclude_defaults=True)
         for path, text in _strings(raw, ("steps", step_id)):
             facts = _facts(text)
+            # when the action began: only its postcondition is rendered with it
+            known = roots | {"started_at"} if path[2:3] == ("postcondition",) else roots
             why = _unsafe(facts)
             if why:
                 out.append(f"{lr.pos(*path)}: {why}")
                 if facts.error:
                     continue
             for name in facts.names:
-                if name not in roots:
-                    hint = did_you_mean(name, roots)
+                if name not in known:
+                    hint = did_you_mean(name, known)
                     out.append(f"{lr.pos(*path)}: unresolved template variable '{name}'{hint}; "
-                               f"known: {', '.join(sorted(roots))}")
+                               f"known: {', '.join(sorted(known))}")
             for attr in facts.params:
                 if attr not in rb.params:
                     hint = did_you_mean(attr, rb.params)

@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,6 +62,29 @@ class _Abort(Exception):
 
 
 _JOURNALED = (CheckStep, WaitStep, ActionStep, ManualStep)
+
+
+class _DaemonThreads(Executor):
+    """A daemon thread per call (the walk's semaphore bounds how many): a check stuck past
+    its timeout is left behind as `unknown` and must not keep the process from exiting,
+    which a ThreadPoolExecutor's workers would (they are joined at exit)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name=self._name, daemon=True).start()
+        return future
 
 
 @dataclass
@@ -153,7 +177,8 @@ class Walker:
                  yes: bool = False, concurrency: int = 32,
                  confirm: Callable[[str], bool] | None = None,
                  say: Callable[[str], None] | None = None,
-                 journal: Journal | None = None) -> None:
+                 journal: Journal | None = None,
+                 resources: Resources | None = None) -> None:
         self.catalog, self.registry, self.inventory = catalog, registry, inventory
         self.journal = journal
         self._met: Counter[tuple[str, str]] = Counter()  # journal keys: (branch, step)
@@ -162,8 +187,10 @@ class Walker:
         self.confirm = confirm or (lambda _q: False)
         self.say = say or (lambda _t: None)
         self._sem = asyncio.Semaphore(concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="check")
-        self._resources = Resources()
+        self._pool = _DaemonThreads("check")
+        # Connections live as long as the walk, unless the caller lends its own (kept open).
+        self._resources = resources or Resources()
+        self._own_resources = resources is None
         self._steps = 0
         self.report: Report | None = None
 
@@ -199,8 +226,9 @@ class Walker:
             if hinting is not None:
                 await asyncio.wait([hinting])
             mutations_allowed().reset(token)
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._resources.close)
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._own_resources:
+                await asyncio.get_running_loop().run_in_executor(self._pool,
+                                                                 self._resources.close)
         self.report.finished = time.time()
         # Masked here, once: everything downstream (renderers, store, mail) sees no secret.
         self.report = Report.model_validate(

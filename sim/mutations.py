@@ -5,7 +5,8 @@ call (kind ``slot``) and each reconfiguration (kind ``set``) that a client sends
 runbook engine, a test, iKarabo); calls between the twin's own devices are left out (their
 caller is a device id, ``DOMAIN/TYPE/MEMBER``, while every client is named
 ``<program>-<host>-<pid>``).  The karabo-webserver logs the service commands it carries out
-(kind ``kill`` for kill and group, ``service`` for up, down and once), and the
+(kind ``kill`` for kill and group, ``service`` for up, down and once), whoever asked,
+RESTART included (a filter on `is_internal` leaves those out), and the
 calibrationDbRemote access points log injections (kind ``db``).  ``read`` adds the flag
 changes of the twin's calibration DB from its audit table (kind ``db``), whoever made them,
 since the engine writes to that DB directly.

@@ -390,10 +390,21 @@ def test_actions_in_run_mode(mini: MiniTwin) -> None:
 
     token = mutations_allowed().set(True)
     try:
+        before_call = time.time()
+        stale = run(kc.state_since, mini, device=RC_ACT, states=["MONITORING"],
+                    since=before_call)
+        assert stale.outcome == "fail" and "before the action began" in stale.evidence
         done = act("karabo.call", device=RC_ACT, slot="ignore")
         assert done.outcome == "ok", done
         waited = act("karabo.wait_state", device=RC_ACT, states=["IGNORING"], timeout=10)
         assert waited.outcome == "ok" and waited.observed["state"] == "IGNORING"
+        # the resume's postcondition: this state came after the call began, not before
+        since = run(kc.state_since, mini, device=RC_ACT, states=["IGNORING"],
+                    since=before_call)
+        assert since.outcome == "ok" and since.observed["changed"] >= before_call, since
+        other = run(kc.state_since, mini, device=RC_ACT, states=["ACQUIRING"],
+                    since=before_call)
+        assert other.outcome == "fail" and "expected ACQUIRING" in other.evidence
         refused = act("karabo.call", device=RC_ACT, slot="record")
         assert refused.outcome == "fail"
         assert "not allowed in state" in refused.evidence

@@ -398,15 +398,11 @@ def test_broker_that_dies_mid_walk_makes_later_karabo_checks_unknown(
         assert step["duration"] < 6 + 1.0, step
     assert walk.step("still-walking")["outcome"] == "ok"
     assert walk.seconds < 60 + 6 + 6 + MARGIN_S + 30
-    # What should hold too: the broker is dead, so nothing a later check says about the
-    # devices can be known.  Today the client answers from the topology it saw before the
-    # broker died (see the report of issue 12): device_state blames the device, and
-    # devices_online says `fail` ("missing"), a definite answer from a dead broker.
+    # The broker is dead, so nothing a later check says about the devices can be known:
+    # unknown, naming the broker, not an answer from the topology seen before.
     wrong = [(s["id"], s["outcome"], s["reason"]) for s in later
              if s["outcome"] != "unknown" or "broker" not in s["reason"].lower()]
-    if wrong:
-        pytest.xfail(f"Karabo checks after the broker died answer from a stale topology: "
-                     f"{wrong}")
+    assert wrong == []
 
 
 def test_device_that_never_reaches_its_state_takes_the_wait_timeout_route(
