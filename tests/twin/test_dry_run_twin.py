@@ -6,25 +6,22 @@ was.  And the log is not blind: a slot call and a set from a client appear in it
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from checks._karabo import KaraboClient
+from engine.context import Resources
 from engine.registry import MutationRefused, mutations_allowed
+from engine.runs import Session
+from engine.runs import walk as run_walk
 from sim import mutations
 from tests.twin._kit import IDS, dev, flowing, inject, wait
 from tests.twin.test_diagnose_e2e import CATALOG, NOT_ON_TWIN, PARAMS, TREES
 
 pytestmark = pytest.mark.twin
 
-RUNBOOK = str(Path(sys.executable).parent / "runbook")
 #: what the procedures need beyond --instrument to be planned on the twin
 PLAN_PARAMS: dict[str, list[str]] = {
     **PARAMS,
@@ -54,55 +51,54 @@ def _walks() -> list[tuple[str, str]]:
 WALKS = _walks()
 
 
-def walk(mode: str, rid: str, tmp: Path) -> dict[str, Any]:
-    """`runbook plan <rid> --probe` or `runbook diagnose <rid>`, as JSON."""
-    argv = [RUNBOOK, mode, rid, "--site", "sim", "--instrument", "SPB", "--format", "json"]
-    if mode == "plan":
-        argv += ["--probe", "-o", str(tmp / f"{rid}.plan.json")]
-    for p in PLAN_PARAMS.get(rid, []):
-        argv += ["-p", p]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=240,
-                         env=dict(os.environ))
-    return {"walk": f"{mode} {rid}", "code": res.returncode, "out": res.stdout,
-            "err": res.stderr[-2000:]}
+def walk(session: Session, shared: Resources, mode: str, rid: str) -> dict[str, Any]:
+    """`plan <rid> --probe` or `diagnose <rid>` through `engine.runs.walk`, as the CLI
+    does, in this process: one Karabo client and one SSH pool serve every walk (a CLI
+    process per walk would start both again, ~4 s of CPU each time)."""
+    params = dict(p.split("=", 1) for p in PLAN_PARAMS.get(rid, []))
+    try:
+        report, _ = run_walk(session, mode, rid, params, instrument="SPB",  # type: ignore[arg-type]
+                             probe=mode == "plan", resources=shared)
+    except Exception as exc:  # noqa: BLE001 - the test lists what crashed
+        return {"walk": f"{mode} {rid}", "error": f"{type(exc).__name__}: {exc}"}
+    return {"walk": f"{mode} {rid}", "report": report}
 
 
-def walk_all(tmp: Path) -> list[dict[str, Any]]:
-    # Four at a time, as test_diagnose_e2e: each walk is a process of ~2 s CPU to start.
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(lambda w: walk(*w, tmp), WALKS))
+def walk_all() -> list[dict[str, Any]]:
+    session = Session.load("sim")
+    shared = Resources()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(lambda w: walk(session, shared, *w), WALKS))
+    finally:
+        shared.close()
 
 
 def refused(results: list[dict[str, Any]]) -> list[str]:
-    """Walks where a transport refused something: a check that tried to change the twin."""
-    return [r["walk"] for r in results if "MutationRefused" in r["err"]
-            or "plan or diagnose walk changes nothing" in r["out"]]
+    """Walks where a transport refused something: a check that tried to change the twin
+    (a refusal inside a check becomes an unknown with that reason)."""
+    return [f"{r['walk']}: {u.id}: {u.reason}" for r in results if "report" in r
+            for u in r["report"].unknowns if "refused to" in u.reason]
 
 
-def crashed(results: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
-    bad = []
-    for r in results:
-        try:
-            json.loads(r["out"])
-        except ValueError:
-            bad.append((r["walk"], r["code"], r["err"][-600:]))
-    return bad
+def crashed(results: list[dict[str, Any]]) -> list[str]:
+    return [f"{r['walk']}: {r['error']}" for r in results if "error" in r]
 
 
-def test_dry_runs_change_nothing_on_a_healthy_twin_12(running, tmp_path):
+def test_dry_runs_change_nothing_on_a_healthy_twin_12(running):
     before = len(mutations.read(running))
-    results = walk_all(tmp_path)
+    results = walk_all()
     assert mutations.read(running)[before:] == []
     assert crashed(results) == []
     assert refused(results) == []
 
 
-def test_dry_runs_change_nothing_with_the_daq_ignoring_12(running, tmp_path):
+def test_dry_runs_change_nothing_with_the_daq_ignoring_12(running):
     inject(running, kind="daq_not_monitoring")
     try:
         wait(lambda: str(dev("run_controller").state) == "IGNORING", 30)
         before = len(mutations.read(running))
-        results = walk_all(tmp_path)
+        results = walk_all()
         after = mutations.read(running)[before:]
     finally:
         flowing(running)
