@@ -39,6 +39,7 @@ from caldb._time import format_time, require_aware
 from caldb._wire import array_from, array_meta, decode, encode, error_from_reply
 from caldb.errors import BadRequest, CalDBError, CalDBUnreachable, VersionTaken
 from caldb.versions import VersionInfo
+from engine.registry import guard_transport
 
 __all__ = ["RemoteClient", "Attempt"]
 
@@ -233,7 +234,9 @@ class RemoteClient:
         return version, array_from(head["array"], extra[0])
 
     def inject(self, *, data: np.ndarray, **fields: Any) -> VersionInfo:
-        """Inject through an access point; ``fields`` as for ``CalDB.inject``."""
+        """Inject through an access point; ``fields`` as for ``CalDB.inject``. Refused
+        inside a plan or diagnose walk, before anything is sent."""
+        guard_transport("inject a constant through calibrationDbRemote")
         if not isinstance(data, np.ndarray):
             raise BadRequest(f"constant data must be a numpy array, got {type(data).__name__}")
         wire = dict(fields)

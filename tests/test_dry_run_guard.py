@@ -204,3 +204,19 @@ def test_caldb_disable_and_enable_are_refused_in_dry_runs(caldb, allowed):
             caldb.enable(version.id, "tester", "it was fine")
     assert len(caldb.audit()) == (0 if allowed is False else 2)
     assert caldb.get(version.id).flg_deployed
+
+
+def test_remote_inject_is_refused_in_dry_runs_before_anything_is_sent():
+    """Nothing listens at the endpoint: a refusal comes first, else the client's own
+    error (it found no access point) shows that it tried to send."""
+    from caldb.errors import CalDBUnreachable
+    from caldb.remote_client import RemoteClient
+
+    client = RemoteClient(["tcp://127.0.0.1:9"], timeout_s=0.2, max_attempts=1)
+    try:
+        with walk_mode(False), pytest.raises(MutationRefused):
+            client.inject(data=np.zeros((2, 3)), detector="SPB_DET_AGIPD1M-1")
+        with walk_mode(None), pytest.raises(CalDBUnreachable):
+            client.inject(data=np.zeros((2, 3)), detector="SPB_DET_AGIPD1M-1")
+    finally:
+        client.close()

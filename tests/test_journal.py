@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests._journal import ANSWERS, answering, report, rows
+
 RUNBOOK = str(Path(sys.executable).parent / "runbook")
-ANSWERS = "y\n" * 10
 
 PROCEDURE = textwrap.dedent("""\
     id: journal-demo
@@ -105,14 +106,9 @@ def work(tmp_path: Path, name: str) -> Path:
 
 
 def start(tmp_path: Path, env: dict[str, str], d: Path, *extra: str) -> subprocess.Popen[str]:
-    argv = [RUNBOOK, "run", "journal-demo", "--site", "local", "-i", "LAB", "--runbooks",
-            str(tmp_path / "books"), "-p", f"dir={d}", "--yes", "-f", "json", *extra]
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stdin is not None
-    proc.stdin.write(ANSWERS)
-    proc.stdin.flush()
-    return proc
+    return answering([RUNBOOK, "run", "journal-demo", "--site", "local", "-i", "LAB",
+                      "--runbooks", str(tmp_path / "books"), "-p", f"dir={d}", "--yes",
+                      "-f", "json", *extra], env)
 
 
 def resume(tmp_path: Path, env: dict[str, str], run_id: str, *extra: str
@@ -123,17 +119,7 @@ def resume(tmp_path: Path, env: dict[str, str], run_id: str, *extra: str
 
 
 def journal_rows(tmp_path: Path, sql: str, *args: object) -> list[sqlite3.Row]:
-    path = tmp_path / "state" / "runbook.sqlite"
-    if not path.exists():
-        return []
-    db = sqlite3.connect(path, timeout=30)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # the schema is not there yet
-        return []
-    finally:
-        db.close()
+    return rows(tmp_path / "state", sql, *args)
 
 
 def until(what: str, condition, timeout: float = 60.0, proc=None):
@@ -157,10 +143,6 @@ def begun(tmp_path: Path) -> list[str]:
 def run_id_of(tmp_path: Path) -> str:
     [row] = journal_rows(tmp_path, "SELECT run_id FROM journal")
     return str(row["run_id"])
-
-
-def report(out: str) -> dict:
-    return json.loads(out[out.index('{\n  "runbook": '):])
 
 
 def effects(d: Path) -> list[str]:
