@@ -233,12 +233,12 @@ def runs_cmd(instrument: Annotated[str | None, typer.Option("--instrument", "-i"
     from datetime import datetime
 
     from .journal import list_runs
-    from .locks import holders
+    from .locks import alive, holders
     from .store import Store
     if fmt not in ("text", "json"):
         fail("--format is text or json")
     store = Store.open()
-    held = {h.run_id for h in holders(store)}
+    held = {h.run_id for h in holders(store) if alive(h)}
     rows: list[dict[str, Any]] = []
     for run in list_runs(store, limit, instrument):
         state = run.state

@@ -31,7 +31,7 @@ from .errors import RunbookError
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["LockHeld", "Holder", "hold", "acquire", "release", "holders", "process_start",
+__all__ = ["LockHeld", "Holder", "hold", "acquire", "release", "holders", "alive", "process_start",
            "HEARTBEAT_S", "STALE_S"]
 
 HEARTBEAT_S = 5.0
@@ -178,6 +178,11 @@ def release(store: Store, holder: Holder) -> None:
                    (holder.key, holder.run_id))
     finally:
         db.close()
+
+
+def alive(holder: Holder) -> bool:
+    """Whether the holder's process still runs (as a new run taking the lock would judge)."""
+    return _alive(holder, time.time(), _env_float("RUNBOOK_LOCK_STALE_S", STALE_S))
 
 
 def holders(store: Store) -> list[Holder]:

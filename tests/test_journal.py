@@ -228,6 +228,10 @@ def test_action_killed_before_its_effect_is_done_once_on_resume(tmp_path, env):
     proc.wait(timeout=30)
     (d / "pre-b").unlink()
     assert effects(d) == ["a"]
+    listed = subprocess.run([RUNBOOK, "runs"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert f"journal-demo: died, 3 step(s) done  (runbook resume {run_id_of(tmp_path)})" \
+        in listed.stdout, listed.stdout
     res = resume(tmp_path, env, run_id_of(tmp_path))
     assert res.returncode == 0, res.stderr[-3000:]
     assert effects(d) == ["a", "b", "c"]
