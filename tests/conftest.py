@@ -23,8 +23,8 @@ TWIN_GROUPS = {
     "twin-a": ("test_diagnose_e2e.py", "test_dry_run_twin.py", "test_faults_11_2.py",
                "test_faults_11_4.py", "test_faults_11_5_7.py", "test_twin_ssh.py"),
     "twin-b": ("test_faults_10.py", "test_faults_11_1.py", "test_faults_11_3.py",
-               "test_restart_online.py", "test_health.py", "test_twin_hosts.py",
-               "test_twin_karabo.py"),
+               "test_restart_online.py", "test_resume_twin.py", "test_health.py",
+               "test_twin_hosts.py", "test_twin_karabo.py"),
     # Twins with the webservice, one at a time: the twins share the machine's process
     # table, and these tests kill and count webservice.py by pattern.
     "offline": ("test_offline_4_8_9.py", "test_offline_faults.py", "test_offline_chain.py"),
