@@ -37,6 +37,10 @@ class _Op:
     def state(self, role: str) -> str:
         return str(self.act({"device": self.ids[role], "get": ["state"]})[0]["state"])
 
+    def changed_since(self, role: str, since: float) -> bool:
+        state, at = self.act({"device": self.ids[role], "stamps": ["state"]})[0]["state"]
+        return at is not None and at >= since and state != "UNKNOWN"
+
     def until(self, what: str, predicate: Any) -> None:
         while time.monotonic() < self.end:
             if predicate():
@@ -116,9 +120,11 @@ def online(twin: Any, instrument: str, timeout: float = 180.0) -> None:
         elif op.state("cal_manager") == "CHANGING":
             op.act({"device": op.ids["cal_manager"], "call": "reset"})  # stuck: 3.6, step 2
         op.until("INIT to be ready", lambda: op.state("init") in ("ON", "ACTIVE", "ERROR"))
+        called = time.time()
         op.act({"device": op.ids["init"], "call": "start_pipeline"})
-        # INIT may still show its last ACTIVE or ERROR: wait for the start to be seen.
-        op.until("INIT to start", lambda: op.state("init") == "CHANGING")
+        # INIT may still show its last ACTIVE or ERROR: wait for a state set since the
+        # call (polling for CHANGING can miss a start that is over between two polls).
+        op.until("INIT to start", lambda: op.changed_since("init", called))
         op.until("the pipeline to be ACTIVE", lambda: op.state("init") in ("ACTIVE", "ERROR"))
         if op.state("init") == "ERROR":
             raise OperateError(f"{instrument}: start pipeline ended in ERROR: "

@@ -84,7 +84,8 @@ def run_actions(broker: str, topic: str, actions: Sequence[dict[str, Any]],
     call costs 1.6 s), else through a subprocess.
 
     An action is ``{"device": id, "set": {key: value}}``, ``{"device": id, "call": slot}``,
-    ``{"device": id, "get": [keys]}``, or ``{"missing": [ids]}`` (those not answering).
+    ``{"device": id, "get": [keys]}``, ``{"device": id, "stamps": [keys]}`` (each value with
+    the time the device last changed it), or ``{"missing": [ids]}`` (those not answering).
     """
     if _started == (broker, topic):
         try:
@@ -140,6 +141,10 @@ def _apply(actions: Sequence[dict[str, Any]], timeout: float) -> list[Any]:
             results.append(True)
         elif "get" in action:
             results.append({k: _jsonable(getattr(device, k)) for k in action["get"]})
+        elif "stamps" in action:  # {key: [value, Unix time of the device's last change]}
+            results.append({k: [_jsonable(v := getattr(device, k)),
+                                v.timestamp.toTimestamp() if v.timestamp else None]
+                            for k in action["stamps"]})
         else:
             raise KaraboClientError(f"unknown action {action}")
     return results
