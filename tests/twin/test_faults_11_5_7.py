@@ -20,6 +20,7 @@ from tests.twin._kit import (
     diagnose,
     flowing,
     inject,
+    poll,
     start_pipeline,
     stop_detector,
     wait,
@@ -56,9 +57,12 @@ def test_normal_states_and_healthy_pipeline_give_no_finding_11_5_11_7(running, g
 
     # Data arrives; one MEDIUM GAIN ADJUST still computes its parameters while everything
     # left of it is ACTIVE (11.5: normal, wait).  The twin shortens "up to a minute" to a
-    # number of trains.  It is held until the other 15 flow, and its 30 trains (~30 s, in
-    # the runbook's 60 s wait) count from the start of the diagnosis: counted from the first
-    # data instead, a loaded machine used them up before the diagnosis looked (a flake).
+    # number of trains.  It is held until the other 15 flow and both diagnoses have their
+    # Karabo clients on the broker; then its 30 trains (~30 s, in the runbook's 60 s wait)
+    # begin.  Counted from the first data, or from the diagnoses' launch, a loaded machine
+    # used them up before the walk looked (two flakes, the second at load 17).
+    from karabo.middlelayer import getClients
+
     gain = dev("gain_adjusts", gain_module)
     gain.trainsNeeded = 1_000_000
     try:
@@ -66,9 +70,13 @@ def test_normal_states_and_healthy_pipeline_give_no_finding_11_5_11_7(running, g
         corrected = dev("corrected_appender")
         wait(lambda: raw.updateRate > 0 and corrected.modulesReceived == 15
              and str(gain.state) == "CHANGING", 60)
-        gain.trainsNeeded = int(float(gain.trainsSeen)) + 30
+        before = set(getClients())
         with ThreadPoolExecutor(2) as pool:  # every correction has data: GPU memory is fine
-            images, gpu = pool.map(diagnose, ["no-image-updates", "gpu"])
+            walks = [pool.submit(diagnose, tree) for tree in ("no-image-updates", "gpu")]
+            poll("both diagnoses' Karabo clients", lambda: any(w.done() for w in walks) or len(
+                {c for c in getClients() if c.startswith("runbook-")} - before) >= 2, 180)
+            gain.trainsNeeded = int(float(gain.trainsSeen)) + 30
+            images, gpu = (w.result() for w in walks)
         no_findings(gpu)
         no_findings(images)
         waited = images.step("gain-adjust-active")
