@@ -80,11 +80,15 @@ def _connect(store: Store) -> sqlite3.Connection:
     return db
 
 
-def _write(store: Store, sql: str, args: tuple[Any, ...]) -> None:
+def _write(store: Store, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """The statements in one transaction, committed before this returns."""
     try:
         db = _connect(store)
         try:
-            db.execute(sql, args)
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for sql, args in statements:
+                    db.execute(sql, args)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -98,15 +102,15 @@ def open_run(store: Store, *, run_id: str, runbook: str, site: str | None,
     are kept masked: a resume asks again for one that held a secret (`masked_params`)."""
     now = time.time()
     params = redact(params, secrets)
-    _write(store,
-           "INSERT INTO journal (run_id, runbook, site, instrument, params, plan_hash, yes,"
-           " user, host, pid, started, updated, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-           " ON CONFLICT (run_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
-           " updated = excluded.updated, state = 'running', note = '',"
-           " resumes = resumes + 1",
-           (run_id, runbook, site, instrument, json.dumps(params, sort_keys=True, default=str),
-            plan_hash, int(yes), user, socket.gethostname(), os.getpid(), now, now,
-            "running"))
+    _write(store, (
+        "INSERT INTO journal (run_id, runbook, site, instrument, params, plan_hash, yes,"
+        " user, host, pid, started, updated, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (run_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+        " updated = excluded.updated, state = 'running', note = '',"
+        " resumes = resumes + 1",
+        (run_id, runbook, site, instrument, json.dumps(params, sort_keys=True, default=str),
+         plan_hash, int(yes), user, socket.gethostname(), os.getpid(), now, now,
+         "running")))
 
 
 def masked_params(params: dict[str, Any]) -> list[str]:
@@ -114,8 +118,8 @@ def masked_params(params: dict[str, Any]) -> list[str]:
 
 
 def set_state(store: Store, run_id: str, state: str, note: str = "") -> None:
-    _write(store, "UPDATE journal SET state = ?, note = ?, updated = ? WHERE run_id = ?",
-           (state, note, time.time(), run_id))
+    _write(store, ("UPDATE journal SET state = ?, note = ?, updated = ? WHERE run_id = ?",
+                   (state, note, time.time(), run_id)))
 
 
 _RUNS = ("SELECT j.*, (SELECT COUNT(*) FROM journal_steps s WHERE s.run_id = j.run_id AND "
@@ -194,20 +198,19 @@ class Journal:
 
     def begin(self, key: str, step_id: str, kind: str) -> float:
         started = time.time()
-        _write(self.store,
-               "INSERT INTO journal_steps (run_id, key, step, kind, started) VALUES (?,?,?,?,?)"
-               " ON CONFLICT (run_id, key) DO UPDATE SET started = excluded.started",
-               (self.run_id, key, step_id, kind, started))
+        _write(self.store, (
+            "INSERT INTO journal_steps (run_id, key, step, kind, started) VALUES (?,?,?,?,?)"
+            " ON CONFLICT (run_id, key) DO UPDATE SET started = excluded.started",
+            (self.run_id, key, step_id, kind, started)))
         return started
 
     def end(self, key: str, record: StepRecord) -> None:
         """The step's end, masked like every report; then `on_end` (the audit)."""
         kept = json.dumps(redact(record.model_dump(mode="json"), self.secrets))
+        now = time.time()
         _write(self.store,
-               "UPDATE journal_steps SET ended = ?, outcome = ?, record = ? "
-               "WHERE run_id = ? AND key = ?",
-               (time.time(), record.outcome, kept, self.run_id, key))
-        _write(self.store, "UPDATE journal SET updated = ? WHERE run_id = ?",
-               (time.time(), self.run_id))
+               ("UPDATE journal_steps SET ended = ?, outcome = ?, record = ? "
+                "WHERE run_id = ? AND key = ?", (now, record.outcome, kept, self.run_id, key)),
+               ("UPDATE journal SET updated = ? WHERE run_id = ?", (now, self.run_id)))
         if self.on_end is not None:
             self.on_end(record)
