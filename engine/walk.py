@@ -505,7 +505,7 @@ class Walker:
         entry = self.registry.get(step.wait)
         start = time.monotonic()
         deadline = start + step.timeout
-        result = Result.unknown("never polled")
+        never = result = shown = Result.unknown("never polled")
         for _attempt in range(100_000):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -514,10 +514,15 @@ class Walker:
                 raise _Abort(f"interrupted while waiting in step '{step_id}'")
             result = await self._execute(entry, params, min(left, 30.0),
                                          self._context(scope, min(left, 30.0)))
+            # A last poll cut short by the deadline says less than the one before it.
+            if not (result.outcome == "unknown" and left < 30.0 and shown is not never
+                    and result.reason.startswith("timed out after")):
+                shown = result
             if result.outcome == "ok":
                 break
             await asyncio.sleep(min(step.interval, max(0.0, deadline - time.monotonic())))
         outcome = "ok" if result.outcome == "ok" else "timeout"
+        result = result if outcome == "ok" else shown
         self._record(scope, StepRecord(**base, outcome=outcome, observed=result.observed,
                                        evidence=result.evidence, reason=result.reason,
                                        duration=time.monotonic() - start))

@@ -56,9 +56,16 @@ def _finish(proc: subprocess.Popen[str], what: str) -> dict[str, Any]:
     return report(out)
 
 
+def _taken(proc: subprocess.Popen[str], state: Path) -> bool:
+    """The process has opened (or taken over) the run: a kill now interrupts a walk."""
+    return bool(rows(state, "SELECT 1 FROM journal WHERE pid = ?", proc.pid))
+
+
 def _kill_at(proc: subprocess.Popen[str], state: Path, at: int, what: str) -> None:
+    """SIGKILL once step `at` began and this process walks (an earlier attempt may have
+    gone past `at` already: then the kill lands where this one resumed)."""
     deadline = time.monotonic() + 300
-    while _begun(state) < at:
+    while _begun(state) < at or not _taken(proc, state):
         if proc.poll() is not None:
             raise AssertionError(f"{what}: the walk ended (exit {proc.returncode}) before "
                                  f"step {at} began: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
