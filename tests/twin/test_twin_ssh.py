@@ -194,9 +194,15 @@ def test_proxy_jump_through_exflgateway(twin: Twin) -> None:
     assert result.stdout.strip() == CAL0
 
 
-def _pipe_holders(*files: object) -> list[str]:
-    """Every process that holds one of these pipes open: who keeps a client from returning."""
-    inodes = {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in files}  # type: ignore[attr-defined]
+def _pipes(*files: object) -> set[str]:
+    """The pipes' names as /proc shows them, taken while they are open (communicate()
+    closes stdout at its EOF, before a hang's timeout)."""
+    return {f"pipe:[{os.fstat(f.fileno()).st_ino}]" for f in files}  # type: ignore[attr-defined]
+
+
+def _pipe_holders(inodes: set[str]) -> list[str]:
+    """Every process that holds one of these pipes open, with its state and where it
+    sleeps in the kernel: who keeps a client from returning."""
     found = []
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         if fd_dir.parent.name == str(os.getpid()):
@@ -206,8 +212,10 @@ def _pipe_holders(*files: object) -> list[str]:
                 pid = int(fd_dir.parent.name)
                 args = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ")
                 status = (fd_dir.parent / "status").read_text().split("\n")
+                wchan = (fd_dir.parent / "wchan").read_text()
                 found.append(f"{pid} {args.decode(errors='replace')} "
-                             f"{' '.join(x for x in status if x.startswith(('State', 'PPid')))}")
+                             f"{' '.join(x for x in status if x.startswith(('State', 'PPid')))}"
+                             f" wchan={wchan}")
     return found
 
 
@@ -219,12 +227,12 @@ def _jump(twin: Twin, cfg: str) -> subprocess.CompletedProcess[str]:
             "hostname; echo $USER"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    pipes = _pipes(proc.stdout, proc.stderr)
     try:
         out, err = proc.communicate(timeout=30)
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
     except subprocess.TimeoutExpired:
-        assert proc.stdout is not None and proc.stderr is not None
-        holders = _pipe_holders(proc.stdout, proc.stderr)
+        holders = _pipe_holders(pipes)
         main_alive = proc.poll() is None
         for line in holders:
             with contextlib.suppress(ProcessLookupError):
