@@ -73,26 +73,36 @@ class JournalRun:
 
 
 def _connect(store: Store) -> sqlite3.Connection:
-    db = sqlite3.connect(store.path, timeout=30, isolation_level=None)
+    db = sqlite3.connect(store.path, timeout=30, isolation_level=None,
+                         check_same_thread=False)  # a Journal's: its walk's threads
     db.row_factory = sqlite3.Row
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")  # an end that was written survives a crash
     return db
 
 
-def _write(store: Store, *statements: tuple[str, tuple[Any, ...]]) -> None:
+def _commit(db: sqlite3.Connection, store: Store,
+            *statements: tuple[str, tuple[Any, ...]]) -> None:
     """The statements in one transaction, committed before this returns."""
     try:
-        db = _connect(store)
-        try:
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                for sql, args in statements:
-                    db.execute(sql, args)
-        finally:
-            db.close()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            for sql, args in statements:
+                db.execute(sql, args)
     except sqlite3.Error as exc:
         raise RunbookError(f"cannot write the run journal in {store.path}: {exc}") from exc
+
+
+def _write(store: Store, *statements: tuple[str, tuple[Any, ...]]) -> None:
+    """`_commit` on a connection of its own, for the one-off writes."""
+    try:
+        db = _connect(store)
+    except sqlite3.Error as exc:
+        raise RunbookError(f"cannot write the run journal in {store.path}: {exc}") from exc
+    try:
+        _commit(db, store, *statements)
+    finally:
+        db.close()
 
 
 def open_run(store: Store, *, run_id: str, runbook: str, site: str | None,
@@ -177,17 +187,17 @@ class Journal:
         self.secrets, self.on_end = list(secrets), on_end
         self._prior: dict[str, _Entry] = {}
         try:
-            db = _connect(store)
-            try:
-                for row in db.execute("SELECT * FROM journal_steps WHERE run_id = ?",
-                                      (run_id,)):
-                    record = (StepRecord.model_validate_json(row["record"])
-                              if row["record"] else None)
-                    self._prior[row["key"]] = _Entry(row["started"], row["ended"], record)
-            finally:
-                db.close()
+            self._db = _connect(store)  # one for the whole walk: two writes a step
+            for row in self._db.execute("SELECT * FROM journal_steps WHERE run_id = ?",
+                                        (run_id,)):
+                record = (StepRecord.model_validate_json(row["record"])
+                          if row["record"] else None)
+                self._prior[row["key"]] = _Entry(row["started"], row["ended"], record)
         except sqlite3.Error as exc:
             raise RunbookError(f"cannot read the run journal in {store.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
 
     @staticmethod
     def key(branch: str, step_id: str, seen: int) -> str:
@@ -198,7 +208,7 @@ class Journal:
 
     def begin(self, key: str, step_id: str, kind: str) -> float:
         started = time.time()
-        _write(self.store, (
+        _commit(self._db, self.store, (
             "INSERT INTO journal_steps (run_id, key, step, kind, started) VALUES (?,?,?,?,?)"
             " ON CONFLICT (run_id, key) DO UPDATE SET started = excluded.started",
             (self.run_id, key, step_id, kind, started)))
@@ -208,9 +218,9 @@ class Journal:
         """The step's end, masked like every report; then `on_end` (the audit)."""
         kept = json.dumps(redact(record.model_dump(mode="json"), self.secrets))
         now = time.time()
-        _write(self.store,
-               ("UPDATE journal_steps SET ended = ?, outcome = ?, record = ? "
-                "WHERE run_id = ? AND key = ?", (now, record.outcome, kept, self.run_id, key)),
-               ("UPDATE journal SET updated = ? WHERE run_id = ?", (now, self.run_id)))
+        _commit(self._db, self.store,
+                ("UPDATE journal_steps SET ended = ?, outcome = ?, record = ? "
+                 "WHERE run_id = ? AND key = ?", (now, record.outcome, kept, self.run_id, key)),
+                ("UPDATE journal SET updated = ? WHERE run_id = ?", (now, self.run_id)))
         if self.on_end is not None:
             self.on_end(record)

@@ -95,6 +95,8 @@ def walk(session: Session, mode: Mode, runbook_id: str, params: dict[str, Any], 
             except BaseException:
                 journal.set_state(store, run_id, "interrupted", "stopped in a step")
                 raise
+            finally:
+                walker.journal.close()
         state, note = _end_state(walker, report)
         journal.set_state(store, run_id, state, note)
         store.add_run(report, started, time.time(), run_id=run_id)

@@ -396,14 +396,10 @@ class Walker:
         if result.outcome == "unknown":
             raise _Abort(f"{what}, and its postcondition cannot be checked: {result.reason}")
         self.say(f"{what}; its postcondition holds ({result.evidence}): not repeated")
-        resolved = {"action": step.action, "with": self._resolve(scope, step_id, step.with_),
-                    "danger": step.danger, "timeout": step.timeout,
-                    "postcondition": {"check": post.check, "with": params}}
-        return StepRecord(id=step_id, kind="action", source=step.source, outcome="done",
-                          subject=self._subject(scope, step_id, step, resolved["with"]),
-                          evidence=f"postcondition held: {result.evidence}",
-                          observed=result.observed, resolved=resolved,
-                          branch=scope.branch)
+        base = self._action_base(scope, step_id, step)
+        base["resolved"]["postcondition"] = {"check": post.check, "with": params}
+        return StepRecord(**base, outcome="done", observed=result.observed,
+                          evidence=f"postcondition held: {result.evidence}")
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -528,12 +524,17 @@ class Walker:
                                        duration=time.monotonic() - start))
         return [step.on.ok if outcome == "ok" else step.on.timeout]
 
-    async def _action(self, scope: _Scope, step_id: str, step: ActionStep) -> list[Route]:
+    def _action_base(self, scope: _Scope, step_id: str, step: ActionStep) -> dict[str, Any]:
+        """An action's record, less its outcome: what it is, resolved."""
         params = self._resolve(scope, step_id, step.with_)
-        subject = self._subject(scope, step_id, step, params)
-        base: dict[str, Any] = dict(id=step_id, kind="action", source=step.source, subject=subject,
+        return dict(id=step_id, kind="action", source=step.source,
+                    subject=self._subject(scope, step_id, step, params), branch=scope.branch,
                     resolved={"action": step.action, "with": params, "danger": step.danger,
-                              "timeout": step.timeout}, branch=scope.branch)
+                              "timeout": step.timeout})
+
+    async def _action(self, scope: _Scope, step_id: str, step: ActionStep) -> list[Route]:
+        base = self._action_base(scope, step_id, step)
+        params, subject = base["resolved"]["with"], base["subject"]
         if self.mode != "run":
             self._record(scope, StepRecord(**base, outcome="planned"))
             return [step.next]
