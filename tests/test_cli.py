@@ -36,7 +36,7 @@ def test_diagnose_json_nothing_found(tmp_path):
     marker = tmp_path / "marker"
     marker.write_text("data")
     result = invoke("diagnose", "local-disk", "--site", "local", "--instrument", "LAB",
-                    "-p", f"marker={marker}", "--format", "json")
+                    "-p", f"marker={marker}", "-p", f"folder={tmp_path}", "--format", "json")
     assert result.exit_code == EXIT_OK, result.output
     data = json.loads(result.output)
     assert data["runbook"] == "local-disk" and data["instrument"] == "LAB"
@@ -45,7 +45,7 @@ def test_diagnose_json_nothing_found(tmp_path):
 
 def test_diagnose_json_finding_shape(tmp_path):
     result = invoke("diagnose", "local-disk", "--site", "local", "-i", "lab",
-                    "-p", f"marker={tmp_path / 'absent'}", "-f", "json")
+                    "-p", f"marker={tmp_path / 'absent'}", "-p", f"folder={tmp_path}", "-f", "json")
     assert result.exit_code == EXIT_FINDINGS, result.output
     data = json.loads(result.output)
     [finding] = data["findings"]
@@ -153,7 +153,8 @@ def test_list_show_and_inventory():
 
 def test_markdown_output(tmp_path):
     result = invoke("diagnose", "local-disk", "--site", "local", "-i", "LAB",
-                    "-p", f"marker={tmp_path / 'absent'}", "-f", "markdown")
+                    "-p", f"marker={tmp_path / 'absent'}", "-p", f"folder={tmp_path}",
+                    "-f", "markdown")
     assert result.exit_code == EXIT_FINDINGS
     assert result.output.startswith("# Local example - is data being written to a folder?")
     assert "## Findings" in result.output

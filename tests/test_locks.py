@@ -187,7 +187,8 @@ def test_plan_and_diagnose_take_no_lock(state, tmp_path):
         marker = tmp_path / "marker"
         marker.write_text("x")
         diag = subprocess.run([RUNBOOK, "diagnose", "local-disk", "--site", "local", "-i",
-                               "LAB", "-p", f"marker={marker}"], capture_output=True,
+                               "LAB", "-p", f"marker={marker}", "-p", f"folder={tmp_path}"],
+                              capture_output=True,
                               text=True, timeout=60)
         assert diag.returncode == 0, diag.stdout + diag.stderr
     finally:
