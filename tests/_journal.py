@@ -4,6 +4,8 @@ read from outside while it writes (WAL), and the JSON report after the prompts."
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -13,13 +15,22 @@ ANSWERS = "y\n" * 30
 
 
 def answering(argv: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    """Start `argv` with every question answered yes (stdin written, left open)."""
+    """Start `argv` with every question answered yes (stdin written, left open), in a
+    process group of its own for `kill_all`."""
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     assert proc.stdin is not None
     proc.stdin.write(ANSWERS)
     proc.stdin.flush()
     return proc
+
+
+def kill_all(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL the walk and the commands that it started, as a crash of the operator's
+    session does: a command left running would finish its effect behind the resume's back
+    (CI: an orphaned `sleep 30; echo b` wrote after resume had found no b)."""
+    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def rows(state: Path, sql: str, *args: object) -> list[sqlite3.Row]:

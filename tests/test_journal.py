@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._journal import ANSWERS, answering, report, rows
+from tests._journal import ANSWERS, answering, kill_all, report, rows
 
 RUNBOOK = str(Path(sys.executable).parent / "runbook")
 
@@ -188,7 +188,7 @@ def test_sigkill_at_random_steps_then_resume_ends_as_one_run(tmp_path, env):
         at = rng.randrange(1, len(STEPS) + 1)
         proc = start(tmp_path, env, d)
         until(f"step {at} begun", lambda a=at: len(begun(tmp_path)) >= a, proc=proc)
-        proc.send_signal(signal.SIGKILL)
+        kill_all(proc)
         proc.wait(timeout=30)
         run_id = run_id_of(tmp_path)
         after_kill = effects(d)
@@ -207,7 +207,7 @@ def test_action_killed_after_its_effect_is_not_repeated(tmp_path, env):
     (d / "post-b").write_text("30")
     proc = start(tmp_path, env, d)
     until("b written", lambda: effects(d) == ["a", "b"], proc=proc)
-    proc.send_signal(signal.SIGKILL)
+    kill_all(proc)
     proc.wait(timeout=30)
     (d / "post-b").unlink()
     res = resume(tmp_path, env, run_id_of(tmp_path))
@@ -224,7 +224,7 @@ def test_action_killed_before_its_effect_is_done_once_on_resume(tmp_path, env):
     (d / "pre-b").write_text("30")
     proc = start(tmp_path, env, d)
     until("change-b begun", lambda: "change-b" in begun(tmp_path), proc=proc)
-    proc.send_signal(signal.SIGKILL)
+    kill_all(proc)
     proc.wait(timeout=30)
     (d / "pre-b").unlink()
     assert effects(d) == ["a"]
@@ -279,7 +279,7 @@ def test_what_cannot_be_resumed_is_refused(tmp_path, env):
     (d / "pre-b").write_text("30")
     proc = start(tmp_path, env, d)
     until("change-b begun", lambda: len(begun(tmp_path)) > len(STEPS) + 3, proc=proc)
-    proc.send_signal(signal.SIGKILL)
+    kill_all(proc)
     proc.wait(timeout=30)
     [killed] = journal_rows(tmp_path, "SELECT run_id FROM journal WHERE run_id != ?", run_id)
     books = tmp_path / "books" / "journal-demo.yaml"

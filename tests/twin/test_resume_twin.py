@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 
 from sim import mutations
-from tests._journal import answering, report, rows
+from tests._journal import answering, kill_all, report, rows
 from tests.twin._kit import IDS, dev, stop_detector, wait
 
 pytestmark = pytest.mark.twin
@@ -72,7 +71,7 @@ def _kill_at(proc: subprocess.Popen[str], state: Path, at: int, what: str) -> No
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: step {at} did not begin within 300 s")
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    kill_all(proc)
     proc.communicate(timeout=60)
 
 
