@@ -114,7 +114,7 @@ def phases(path: Path) -> dict[str, float]:
     registry = default_registry()
     out: dict[str, float] = {}
     with loader._no_collection():
-        (data, positions), _, out["yaml"] = _timed(lambda: _yaml.load_yaml(path))
+        (data, positions), _, out["yaml"] = _timed(lambda: _yaml.load_yaml(path, lazy=True))
         runbook, _, out["model"] = _timed(lambda: Runbook.model_validate(data))
         lr = loader.LoadedRunbook(runbook, path, positions, "")
         catalog = loader.Catalog(runbooks={runbook.id: lr})

@@ -15,7 +15,16 @@ from typing import Any
 
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from ._yaml_tree import MAX_ALIASED, MAX_DEPTH, MAX_NODES, Pos, Positions, TreeError, build
+from ._yaml_tree import (
+    MAX_ALIASED,
+    MAX_DEPTH,
+    MAX_NODES,
+    LazyPositions,
+    Pos,
+    Positions,
+    TreeError,
+    build,
+)
 from .errors import ValidationError
 
 __all__ = ["Pos", "Positions", "load_yaml", "problem", "did_you_mean", "pydantic_problems",
@@ -59,8 +68,10 @@ def _reader_problem(exc: YAMLError, text: str, file: str) -> str:
     return f"{file}:{line}:{col}: {what} is not allowed in YAML (a control character)"
 
 
-def load_yaml(path: Path | str, display: str | None = None) -> tuple[Any, Positions]:
-    """Load one YAML file into plain Python values plus the position of every node.
+def load_yaml(path: Path | str, display: str | None = None,
+              lazy: bool = False) -> tuple[Any, Positions]:
+    """Load one YAML file into plain Python values plus the position of every node; with
+    `lazy`, the positions are found when first asked for (the text is parsed again then).
 
     Every problem, including the limits of `engine._yaml_tree` and of MAX_BYTES, is a
     ValidationError at its `file:line:col`.
@@ -68,6 +79,8 @@ def load_yaml(path: Path | str, display: str | None = None) -> tuple[Any, Positi
     file = display or str(path)
     text = _read(path, file)
     try:
+        if lazy:
+            return build(text, file, keep=False)[0], LazyPositions(text, file)
         return build(text, file)
     except TreeError as exc:
         raise ValidationError([f"{file}:{exc.line}:{exc.col}: {exc.why}"]) from None

@@ -95,7 +95,7 @@ def _display(path: Path) -> str:
 def _load_one(path: Path, catalog: Catalog) -> LoadedRunbook | None:
     display = _display(path)
     try:
-        data, positions = _yaml.load_yaml(path, display)
+        data, positions = _yaml.load_yaml(path, display, lazy=True)
     except ValidationError as exc:
         catalog.problems += exc.problems
         return None
@@ -230,6 +230,7 @@ def _call_problems(lr: LoadedRunbook, catalog: Catalog, target: str, given: dict
 
 def _registry_problems(lr: LoadedRunbook, registry: Registry, catalog: Catalog) -> None:
     """Unknown check/action names are errors, or warnings in a draft; `with:` is validated."""
+    clean: set[tuple[Any, str]] = set()
     for step_id, step in lr.runbook.steps.items():
         if isinstance(step, CheckStep | WaitStep):
             name, key, want = (step.check, "check", "check") if isinstance(step, CheckStep) \
@@ -238,9 +239,9 @@ def _registry_problems(lr: LoadedRunbook, registry: Registry, catalog: Catalog) 
             name, key, want = step.action, "action", "action"
         else:
             continue
-        pos = lr.pos("steps", step_id, key)
         if name not in registry:
-            msg = f"{pos}: unknown {want} '{name}'{_yaml.did_you_mean(name, registry.names())}"
+            msg = (f"{lr.pos('steps', step_id, key)}: unknown {want} '{name}'"
+                   f"{_yaml.did_you_mean(name, registry.names())}")
             if lr.runbook.status == "draft":
                 catalog.warnings.append(msg + " (pending: the runbook is a draft)")
             else:
@@ -248,31 +249,36 @@ def _registry_problems(lr: LoadedRunbook, registry: Registry, catalog: Catalog) 
             continue
         entry = registry.get(name)
         if entry.kind != want:
-            catalog.problems.append(f"{pos}: '{name}' is an {entry.kind}, not a {want}")
+            catalog.problems.append(f"{lr.pos('steps', step_id, key)}: '{name}' is an "
+                                    f"{entry.kind}, not a {want}")
             continue
         catalog.problems += _with_problems(lr, ("steps", step_id, "with"), step.with_,
-                                           entry.model)
+                                           entry.model, clean)
         post = getattr(step, "postcondition", None)
         if post is not None:
-            catalog.problems += _postcondition_problems(lr, step_id, post, registry)
+            catalog.problems += _postcondition_problems(lr, step_id, post, registry, clean)
 
 
 def _postcondition_problems(lr: LoadedRunbook, step_id: str, post: Any,
-                            registry: Registry) -> list[str]:
-    pos = lr.pos("steps", step_id, "postcondition", "check")
+                            registry: Registry, clean: set[tuple[Any, str]]) -> list[str]:
     if post.check not in registry:
-        return [f"{pos}: unknown check '{post.check}'"
+        return [f"{lr.pos('steps', step_id, 'postcondition', 'check')}: unknown check '{post.check}'"
                 f"{_yaml.did_you_mean(post.check, registry.names('check'))}"]
     entry = registry.get(post.check)
     if entry.kind != "check":
-        return [f"{pos}: '{post.check}' is an {entry.kind}; a postcondition is a read-only "
-                "check"]
+        return [f"{lr.pos('steps', step_id, 'postcondition', 'check')}: '{post.check}' is "
+                f"an {entry.kind}; a postcondition is a read-only check"]
     return _with_problems(lr, ("steps", step_id, "postcondition", "with"), post.with_,
-                          entry.model)
+                          entry.model, clean)
 
 
 def _with_problems(lr: LoadedRunbook, where: tuple[str, ...], given: dict[str, Any],
-                   model: Any) -> list[str]:
+                   model: Any, clean: set[tuple[Any, str]]) -> list[str]:
+    """`clean` holds the (model, `with:`) pairs found without problems: steps repeat their
+    hosts and accounts, and a templated host fails pydantic first (an exception each)."""
+    seen = (model, repr(given))
+    if seen in clean:
+        return []
     try:
         model.model_validate(given)
     except PydanticError as exc:
@@ -282,8 +288,8 @@ def _with_problems(lr: LoadedRunbook, where: tuple[str, ...], given: dict[str, A
             templated = isinstance(value, str) and ("{{" in value or "{%" in value)
             # a templated value's type is known only once the template is rendered
             keep.append(not templated or err["type"] in ("missing", "extra_forbidden"))
-        if not any(keep):
-            return []
-        lines = _yaml.pydantic_problems(exc, lr.positions, where, model=model)
-        return [line for line, kept in zip(lines, keep, strict=True) if kept]
+        if any(keep):
+            lines = _yaml.pydantic_problems(exc, lr.positions, where, model=model)
+            return [line for line, kept in zip(lines, keep, strict=True) if kept]
+    clean.add(seen)
     return []

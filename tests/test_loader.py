@@ -134,3 +134,18 @@ def test_the_shipped_runbooks_validate(registry):
     assert catalog.problems == []
     assert {"no-online-data", "restart-online", "local-disk", "local-restart"} <= set(
         catalog.runbooks)
+
+
+def test_lazy_positions_are_those_of_a_full_parse():
+    """The loader parses a runbook without positions and finds them when a problem asks;
+    every path then has the position that a full parse gives."""
+    from engine import _yaml
+    from engine.loader import REPO
+
+    for path in sorted((REPO / "runbooks").rglob("*.yaml"))[:12]:
+        full_data, full = _yaml.load_yaml(path, path.name)
+        data, lazy = _yaml.load_yaml(path, path.name, lazy=True)
+        assert data == full_data
+        assert dict.__len__(lazy) == 0          # nothing parsed for positions yet
+        assert all(lazy.at(key) == pos for key, pos in full.items()), path
+        assert dict(lazy) == dict(full)
