@@ -32,7 +32,8 @@ from ruamel.yaml.events import (
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import implicit_resolvers
 
-__all__ = ["Pos", "Positions", "LazyPositions", "TreeError", "build", "MAX_DEPTH", "MAX_NODES", "MAX_ALIASED"]
+__all__ = ["Pos", "Positions", "LazyPositions", "TreeError", "build", "MAX_DEPTH", "MAX_NODES",
+           "MAX_ALIASED"]
 
 MAX_DEPTH = 64
 """Nesting levels; a runbook uses about six."""

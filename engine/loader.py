@@ -261,15 +261,15 @@ def _registry_problems(lr: LoadedRunbook, registry: Registry, catalog: Catalog) 
 
 def _postcondition_problems(lr: LoadedRunbook, step_id: str, post: Any,
                             registry: Registry, clean: set[tuple[Any, str]]) -> list[str]:
+    where = ("steps", step_id, "postcondition")
     if post.check not in registry:
-        return [f"{lr.pos('steps', step_id, 'postcondition', 'check')}: unknown check '{post.check}'"
+        return [f"{lr.pos(*where, 'check')}: unknown check '{post.check}'"
                 f"{_yaml.did_you_mean(post.check, registry.names('check'))}"]
     entry = registry.get(post.check)
     if entry.kind != "check":
-        return [f"{lr.pos('steps', step_id, 'postcondition', 'check')}: '{post.check}' is "
-                f"an {entry.kind}; a postcondition is a read-only check"]
-    return _with_problems(lr, ("steps", step_id, "postcondition", "with"), post.with_,
-                          entry.model, clean)
+        return [f"{lr.pos(*where, 'check')}: '{post.check}' is an {entry.kind}; a "
+                "postcondition is a read-only check"]
+    return _with_problems(lr, (*where, "with"), post.with_, entry.model, clean)
 
 
 def _with_problems(lr: LoadedRunbook, where: tuple[str, ...], given: dict[str, Any],
