@@ -536,6 +536,12 @@ class Walker:
         base = self._action_base(scope, step_id, step)
         params, subject = base["resolved"]["with"], base["subject"]
         if self.mode != "run":
+            if step.postcondition is not None:
+                # what a resume would ask; when the action begins is not known yet
+                at = scope.child(scope.branch, started_at="<when the action begins>")
+                base["resolved"]["postcondition"] = {
+                    "check": step.postcondition.check,
+                    "with": self._resolve(at, step_id, step.postcondition.with_)}
             self._record(scope, StepRecord(**base, outcome="planned"))
             return [step.next]
         if step.danger and not self.yes:

@@ -170,6 +170,10 @@ def test_plan_mode_changes_nothing(registry, local_site, tmp_path):
     restart = next(s for s in report.steps if s.id == "restart")
     assert restart.resolved["danger"] is True
     assert restart.resolved["with"]["argv"][-1] == str(tmp_path / "service")
+    # what a resume would ask, shown to the reviewer; the action's start is not known yet
+    assert restart.resolved["postcondition"]["check"] == "local.command"
+    assert restart.resolved["postcondition"]["with"]["argv"][-2:] == [
+        str(tmp_path / "service"), "<when the action begins>"]
     # every route is resolved, including the failure branch
     assert {"before", "restart", "wait-active", "verify", "not-active"} <= set(kinds)
 

@@ -115,6 +115,9 @@ def print_plan(doc: dict[str, Any], console: Console) -> None:
         r = s["resolved"]
         if s["kind"] in ("check", "action", "wait"):
             what = f"{r.get(s['kind'])} {json.dumps(r.get('with', {}))}"
+            if r.get("postcondition"):
+                post = r["postcondition"]
+                what += f"; resumed: done if {post['check']} {json.dumps(post['with'])}"
         elif s["kind"] == "manual":
             what = r["manual"] + (f"  [{r['confirm']}]" if r.get("confirm") else "")
         elif s["kind"] == "finding":
