@@ -16,7 +16,8 @@ from sim.devices.client import run_actions
 from sim.layout import MODULES, instrument_layout
 from sim.procs import TwinError
 
-__all__ = ["online", "stop_detector", "restart_servers", "devices_back", "OperateError"]
+__all__ = ["online", "stop_detector", "restart_servers", "devices_back", "start_pipeline_again",
+           "OperateError"]
 
 
 class OperateError(TwinError):
@@ -86,6 +87,20 @@ class _Op:
         got = self.act({"device": self.ids["restart"], "get": ["state", "status"]})[0]
         return bool(got["state"] == "ACTIVE" and got["status"] == "All servers restarted!")
 
+    def start_pipeline(self) -> None:
+        """Start pipeline on INIT (3.4) and wait until it is ACTIVE; ERROR raises."""
+        self.until("INIT to be ready", lambda: self.state("init") in ("ON", "ACTIVE", "ERROR"))
+        called = time.time()
+        self.act({"device": self.ids["init"], "call": "start_pipeline"})
+        # INIT may still show its last ACTIVE or ERROR: wait for a state set since the
+        # call (polling for CHANGING can miss a start that is over between two polls).
+        self.until("INIT to start", lambda: self.changed_since("init", called))
+        self.until("the pipeline to be ACTIVE",
+                   lambda: self.state("init") in ("ACTIVE", "ERROR"))
+        if self.state("init") == "ERROR":
+            why = self.act({"device": self.ids["cal_manager"], "get": ["status"]})
+            raise OperateError(f"{self.instrument}: start pipeline ended in ERROR: {why}")
+
     def flowing(self) -> bool:
         got = self.act({"device": self.ids["corrected_appender"],
                         "get": ["updateRate", "modulesReceived"]})[0]
@@ -108,6 +123,15 @@ def devices_back(twin: Any, instrument: str, timeout: float = 90.0) -> None:
     _Op(twin, instrument, timeout).devices_back()
 
 
+def start_pipeline_again(twin: Any, instrument: str, timeout: float = 240.0) -> None:
+    """3.6: stop the detector, reset CAL_MANAGER, start pipeline; wait until ACTIVE (new
+    constants are loaded at a start)."""
+    op = _Op(twin, instrument, timeout)
+    op.stop_detector()
+    op.act({"device": op.ids["cal_manager"], "call": "reset"})
+    op.start_pipeline()
+
+
 def online(twin: Any, instrument: str, timeout: float = 180.0) -> None:
     op = _Op(twin, instrument, timeout)
     op.devices_back()
@@ -119,16 +143,7 @@ def online(twin: Any, instrument: str, timeout: float = 180.0) -> None:
             op.restart_servers()  # 11.2: data before initialization needs a restart
         elif op.state("cal_manager") == "CHANGING":
             op.act({"device": op.ids["cal_manager"], "call": "reset"})  # stuck: 3.6, step 2
-        op.until("INIT to be ready", lambda: op.state("init") in ("ON", "ACTIVE", "ERROR"))
-        called = time.time()
-        op.act({"device": op.ids["init"], "call": "start_pipeline"})
-        # INIT may still show its last ACTIVE or ERROR: wait for a state set since the
-        # call (polling for CHANGING can miss a start that is over between two polls).
-        op.until("INIT to start", lambda: op.changed_since("init", called))
-        op.until("the pipeline to be ACTIVE", lambda: op.state("init") in ("ACTIVE", "ERROR"))
-        if op.state("init") == "ERROR":
-            raise OperateError(f"{instrument}: start pipeline ended in ERROR: "
-                               f"{op.act({'device': op.ids['cal_manager'], 'get': ['status']})}")
+        op.start_pipeline()
     op.act({"device": op.ids["cal_manager"],
             "set": {"outputEveryNthTrain": 10, "pulseFilter": "range(128)"}})
     if op.state("detector") != "ACQUIRING":

@@ -52,21 +52,6 @@ def _dates(twin: Twin) -> tuple[str, str]:
     return str(mine["offsetDate"]), str(other["offsetDate"])
 
 
-def _start_pipeline_again(twin: Twin) -> None:
-    """3.6: stop the detector, reset, start pipeline, send again."""
-    operate.stop_detector(twin, "SPB")
-    _act(twin, {"device": IDS["cal_manager"], "call": "reset"})
-
-    def state() -> str:
-        return str(_act(twin, {"device": IDS["init"], "get": ["state"]})[0]["state"])
-
-    poll("INIT ready", lambda: state() in ("ON", "ACTIVE", "ERROR"), 60, interval=1)
-    _act(twin, {"device": IDS["init"], "call": "start_pipeline"})
-    poll("INIT to start", lambda: state() == "CHANGING", 30, interval=0.5)
-    assert poll("the pipeline ACTIVE", lambda: state() in ("ACTIVE", "ERROR") and state(),
-                180, interval=1) == "ACTIVE"
-
-
 def test_12_1_offline_access_points_answer_and_log_as_the_guidelines_show(full: Twin) -> None:
     address = full.hosts[offline.HOST].address
     client = RemoteClient(endpoints_of(caldb_twin.max_web_interface(address)), timeout_s=10)
@@ -106,7 +91,7 @@ def test_dark_request_to_pipeline_constants_and_disable_brings_back_the_old(
     log = _log(full).read_text()
     assert "successfully" in log and "Start writing to Calibration Catalogue..." in log
 
-    _start_pipeline_again(full)
+    operate.start_pipeline_again(full, "SPB")
     assert _dates(full) == (TAKEN.strftime("%Y-%m-%dT%H:%M:%S"), SEEDED)
 
     physical = f"{instrument_layout('SPB').instrument.physical_prefix}{MODULE:02d}"
@@ -118,7 +103,7 @@ def test_dark_request_to_pipeline_constants_and_disable_brings_back_the_old(
          "-p", "why=faulty darks of the chain test"],
         capture_output=True, text=True, timeout=120, input="y\ny\n")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    _start_pipeline_again(full)
+    operate.start_pipeline_again(full, "SPB")
     assert _dates(full) == (SEEDED, SEEDED)
 
 
