@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from caldb.remote_client import RemoteClient, endpoints_of
-from sim import caldb_twin, offline, operate
+from sim import caldb_twin, mutations, offline, operate
 from sim.devices.client import run_actions
 from sim.faults import apply_fault, heal
 from sim.layout import instrument_layout
@@ -25,6 +25,8 @@ from sim.rawdata import write_raw_run
 from sim.scenario import parse_fault
 from sim.twin import Twin
 from tests.twin._kit import dark_request, diagnose, own_twin, poll
+from tests.twin.test_diagnose_e2e import NOT_ON_TWIN
+from tests.twin.test_dry_run_twin import crashed, refused, walk_all
 
 pytestmark = pytest.mark.twin
 
@@ -174,3 +176,28 @@ def test_7_faulty_constants_are_found_by_their_data_and_heal_disables_them(full:
         heal(full, "SPB")
     assert diagnose("faulty-constants", "SPB",
                     f"physical_device={prefix}{MODULE:02d}").findings == []
+
+
+@pytest.mark.parametrize("fault", [None, "caldb_request_storm"])
+def test_12_dry_runs_of_the_offline_trees_change_nothing(full: Twin, fault: str | None) -> None:
+    """Issue 12's dry-run test (tests/twin/test_dry_run_twin.py) for the trees that the
+    session twins cannot walk: `plan --probe` and `diagnose` of each, on this twin healthy
+    and with a request storm at the access points, leave its mutation log as it was."""
+    walks = [(mode, rid) for rid in sorted(NOT_ON_TWIN) for mode in ("plan", "diagnose")]
+    if fault:
+        apply_fault(full, parse_fault({"kind": fault}), "SPB")
+    try:
+        before = len(mutations.read(full))
+        results = walk_all(walks)
+        assert mutations.read(full)[before:] == []
+    finally:
+        if fault:
+            heal(full, "SPB")
+    assert crashed(results) == []
+    assert refused(results) == []
+    assert len(results) == 2 * len(NOT_ON_TWIN)
+    # each walk reached the twin: a definite answer from a check, and none unknown
+    answered = {r["walk"] for r in results
+                if any(s.outcome in ("ok", "fail") for s in r["report"].steps)}
+    assert answered == {r["walk"] for r in results}
+    assert [(r["walk"], u.id) for r in results for u in r["report"].unknowns] == []
