@@ -385,8 +385,8 @@ class Walker:
             if self.confirm(f"{what}, and it declares no postcondition. Do it again?"):
                 return None
             raise _Abort(f"{what}; not repeated without a postcondition or a yes")
-        at = scope.child(scope.branch, started_at=started)
-        params = self._resolve(at, step_id, post.with_)
+        asked = self._postcondition_asked(scope, step_id, post, started)
+        params = asked["with"]
         result = await self._execute(self.registry.get(post.check), params, post.timeout,
                                      self._context(scope, post.timeout))
         if result.outcome == "fail":
@@ -397,11 +397,18 @@ class Walker:
             raise _Abort(f"{what}, and its postcondition cannot be checked: {result.reason}")
         self.say(f"{what}; its postcondition holds ({result.evidence}): not repeated")
         base = self._action_base(scope, step_id, step)
-        base["resolved"]["postcondition"] = {"check": post.check, "with": params}
+        base["resolved"]["postcondition"] = asked
         return StepRecord(**base, outcome="done", observed=result.observed,
                           evidence=f"postcondition held: {result.evidence}")
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _postcondition_asked(self, scope: _Scope, step_id: str, post: Any,
+                             started_at: float | str) -> dict[str, Any]:
+        """The postcondition's check and its `with:`, rendered for an action that began
+        at `started_at` (in a plan, a placeholder: it has not begun)."""
+        at = scope.child(scope.branch, started_at=started_at)
+        return {"check": post.check, "with": self._resolve(at, step_id, post.with_)}
 
     def _where(self, scope: _Scope, step_id: str) -> str:
         pos = scope.lr.pos("steps", step_id)
@@ -536,12 +543,9 @@ class Walker:
         base = self._action_base(scope, step_id, step)
         params, subject = base["resolved"]["with"], base["subject"]
         if self.mode != "run":
-            if step.postcondition is not None:
-                # what a resume would ask; when the action begins is not known yet
-                at = scope.child(scope.branch, started_at="<when the action begins>")
-                base["resolved"]["postcondition"] = {
-                    "check": step.postcondition.check,
-                    "with": self._resolve(at, step_id, step.postcondition.with_)}
+            if step.postcondition is not None:   # what a resume would ask
+                base["resolved"]["postcondition"] = self._postcondition_asked(
+                    scope, step_id, step.postcondition, "<when the action begins>")
             self._record(scope, StepRecord(**base, outcome="planned"))
             return [step.next]
         if step.danger and not self.yes:
