@@ -26,6 +26,7 @@ from pathlib import Path
 
 from sim import hosts as hostmod
 from sim import mailbox, offline, procs, site, slurm, sshd
+from sim.devices.client import close_children
 from sim.procs import Proc, TwinError
 
 __all__ = ["Twin", "TwinFactory", "INSTRUMENTS", "default_dir", "up", "down", "status",
@@ -455,6 +456,7 @@ def down(twin_dir: Path | None = None) -> list[str]:
     except TwinError:
         return []
     t0 = time.monotonic()
+    close_children(twin.topic_prefix)
     cluster = slurm.SlurmCluster.from_dict(twin.slurm) if twin.slurm else None
     problems = slurm.cancel_jobs(cluster, twin.procs) if cluster else []
     problems += _karabo_down(twin)

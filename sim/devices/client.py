@@ -3,26 +3,28 @@
 Karabo's middlelayer binds a process to one broker and topic (read from the environment
 when the first connection opens).  ``ensure_client`` starts the synchronous iKarabo client
 once per process; ``run_actions`` applies property changes and slot calls through it when
-it is bound to that topic, and otherwise in a short-lived subprocess
-(``python -m sim.devices.client``), so one process can act on any instrument.  A
-subprocess costs about 1.6 s of Python and Karabo start-up; most of the tests' faults,
-heals and waits act on the process's own topic.
+it is bound to that topic, and otherwise through a child process bound to that topic
+(``python -m sim.devices.client``), started once and kept: a child costs about 1.6 s of
+Python and Karabo start-up, a call to a running one a few milliseconds.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from engine.errors import RunbookError
 
-__all__ = ["ensure_client", "run_actions", "proxy", "KaraboClientError"]
+__all__ = ["ensure_client", "run_actions", "proxy", "close_children", "KaraboClientError"]
 
 _started: tuple[str, str] | None = None
 _proxies: dict[str, Any] = {}
@@ -80,8 +82,8 @@ def run_actions(broker: str, topic: str, actions: Sequence[dict[str, Any]],
                 timeout: float = 60.0) -> list[Any]:
     """Apply ``actions`` through Karabo; returns one result per action.
 
-    Through this process's own client when it is bound to that topic (a subprocess per
-    call costs 1.6 s), else through a subprocess.
+    Through this process's own client when it is bound to that topic, else through the
+    child process kept for that topic.
 
     An action is ``{"device": id, "set": {key: value}}``, ``{"device": id, "call": slot}``,
     ``{"device": id, "get": [keys]}``, ``{"device": id, "stamps": [keys]}`` (each value with
@@ -96,18 +98,83 @@ def run_actions(broker: str, topic: str, actions: Sequence[dict[str, Any]],
         except Exception as exc:  # Karabo raises TimeoutError, KaraboError, ValueError...
             raise KaraboClientError(f"Karabo actions failed: {type(exc).__name__}: "
                                     f"{exc}") from exc
-    env = dict(os.environ, KARABO_BROKER=broker, KARABO_BROKER_TOPIC=topic)
-    try:
-        res = subprocess.run([sys.executable, "-m", "sim.devices.client"],
-                             input=json.dumps(list(actions)), capture_output=True,
-                             text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        raise KaraboClientError(f"Karabo actions timed out after {timeout:g} s") from exc
-    for line in res.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return list(json.loads(line[len("RESULT "):]))
-    raise KaraboClientError(f"Karabo actions failed: {res.stdout[-2000:]}"
-                            f"{res.stderr[-2000:]}")
+    return _child(broker, topic).ask(list(actions), timeout)
+
+
+class _Child:
+    """A client process bound to one topic, asked one JSON line at a time."""
+
+    def __init__(self, broker: str, topic: str) -> None:
+        env = dict(os.environ, KARABO_BROKER=broker, KARABO_BROKER_TOPIC=topic)
+        self.topic = topic
+        self.log = tempfile.TemporaryFile(mode="w+")  # Karabo's logging, for errors
+        self.proc = subprocess.Popen([sys.executable, "-m", "sim.devices.client"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, env=env)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True, name=f"karabo-child {topic}").start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(("RESULT ", "ERROR ")):
+                self.lines.put(line)
+        self.lines.put(None)
+
+    def ask(self, actions: list[dict[str, Any]], timeout: float) -> list[Any]:
+        with self.lock:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(json.dumps({"actions": actions, "timeout": timeout}) + "\n")
+                self.proc.stdin.flush()
+                # The first call also waits for the child's start-up.
+                line = self.lines.get(timeout=timeout + 30)
+            except (OSError, queue.Empty):
+                line = None
+            if line is None:
+                self.close()
+                raise KaraboClientError(f"Karabo actions on {self.topic}: the client process "
+                                        f"did not answer within {timeout + 30:g} s: "
+                                        f"{self._log_tail()}")
+        kind, _, payload = line.partition(" ")
+        if kind == "ERROR":
+            raise KaraboClientError(f"Karabo actions failed: {json.loads(payload)}")
+        return list(json.loads(payload))
+
+    def _log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-2000:]
+
+    def close(self) -> None:
+        with _children_lock:
+            if _children.get(self.topic) is self:
+                del _children[self.topic]
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+_children: dict[str, _Child] = {}
+_children_lock = threading.Lock()
+
+
+def _child(broker: str, topic: str) -> _Child:
+    with _children_lock:
+        child = _children.get(topic)
+        if child is None or child.proc.poll() is not None:
+            child = _children[topic] = _Child(broker, topic)
+        return child
+
+
+def close_children(prefix: str = "") -> None:
+    """Stop the client processes of the topics that start with ``prefix`` (a twin's, when
+    it goes down; all at exit)."""
+    for child in [c for t, c in list(_children.items()) if t.startswith(prefix)]:
+        child.close()
+
+
+atexit.register(close_children)
 
 
 def proxy(device_id: str, timeout: float = 10.0) -> Any:
@@ -184,9 +251,17 @@ def _missing(ids: Sequence[str]) -> list[str]:
 
 
 def _main() -> int:
-    actions = json.loads(sys.stdin.read())
+    """Serve one request (a JSON line of actions and a timeout) after another until stdin
+    closes; each answer is one line, ``RESULT <json>`` or ``ERROR <json message>``."""
     ensure_client(os.environ["KARABO_BROKER"], os.environ["KARABO_BROKER_TOPIC"])
-    print("RESULT " + json.dumps(_apply(actions, 60.0)), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            answer = "RESULT " + json.dumps(_apply(request["actions"], request["timeout"]))
+        except Exception as exc:  # Karabo raises TimeoutError, KaraboError, ValueError...
+            answer = "ERROR " + json.dumps(f"{type(exc).__name__}: {exc}")
+        sys.stdout.write(answer + "\n")
+        sys.stdout.flush()
     os._exit(0)  # skip the client's slow, noisy shutdown
 
 
