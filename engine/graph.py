@@ -42,20 +42,34 @@ def _target(route: Route) -> tuple[str, int | None]:
     return (route.step, route.max) if isinstance(route, Retry) else (route, None)
 
 
+_ROUTED = (CheckStep, WaitStep)
+_NEXT = (ActionStep, ManualStep, CallStep, AllStep, ForeachStep)
+
+
 def step_edges(step_id: str, step: Step) -> Iterator[Edge]:
     """The labelled edges that leave one step, in the order the step names them."""
     routes: list[tuple[str, Route]] = []
-    if isinstance(step, CheckStep | WaitStep):
+    if isinstance(step, _ROUTED):
         routes += [(label, route) for label, route in step.on]
-    if isinstance(step, AllStep):
+    elif isinstance(step, AllStep):
         routes += [("branch", child) for child in step.all]
-    if isinstance(step, ForeachStep):
+    elif isinstance(step, ForeachStep):
         routes.append(("each", step.do))
-    if isinstance(step, ActionStep | ManualStep | CallStep | AllStep | ForeachStep):
+    if isinstance(step, _NEXT):
         routes.append(("next", step.next))
     for label, route in routes:
         target, retry = _target(route)
         yield Edge(step_id, target, label, retry)
+
+
+def _grouped(edges: list[Edge]) -> list[Edge]:
+    """One step's edges, grouped by target in the order the targets first appear."""
+    if len(edges) < 2:
+        return edges
+    first: dict[str, int] = {}
+    for e in edges:
+        first.setdefault(e.target, len(first))
+    return sorted(edges, key=lambda e: first[e.target])
 
 
 class RunbookGraph:
@@ -70,36 +84,32 @@ class RunbookGraph:
         self.id = runbook_id
         self.start = start
         self._g: nx.DiGraph = nx.DiGraph()
-        self._g.add_node(END, kind="end")
+        self._g.add_node(END)
+        self._kinds: dict[str, str] = {END: "end"}  # beside the graph: cheaper than node data
         self._edges: list[Edge] = []
 
     @classmethod
     def of(cls, runbook: Runbook) -> RunbookGraph:
         graph = cls(runbook.id, runbook.start)
-        graph._g.add_nodes_from((step_id, {"kind": step_kind(step) or "?"})
-                                for step_id, step in runbook.steps.items())
+        graph._kinds.update((step_id, step_kind(step) or "?")
+                            for step_id, step in runbook.steps.items())
+        graph._g.add_nodes_from(runbook.steps)
         for step_id, step in runbook.steps.items():
-            graph._add_edges(list(step_edges(step_id, step)))
+            graph._edges += _grouped(list(step_edges(step_id, step)))
+        # One call for all: networkx's per-call overhead is most of the cost per step.
+        graph._g.add_edges_from((e.source, e.target) for e in graph._edges)
         return graph
 
-    def _add_edges(self, edges: list[Edge]) -> None:
-        """One step's edges, grouped by target in the order the targets first appear."""
-        first: dict[str, int] = {}
-        for e in edges:
-            first.setdefault(e.target, len(first))
-        ordered = sorted(edges, key=lambda e: first[e.target])
-        self._edges += ordered
-        self._g.add_edges_from((e.source, e.target) for e in ordered)
-
     def add_step(self, step_id: str, kind: str) -> None:
-        self._g.add_node(step_id, kind=kind)
+        self._kinds[step_id] = kind
+        self._g.add_node(step_id)
 
     def add_edge(self, edge: Edge) -> None:
         self._edges.append(edge)
         self._g.add_edge(edge.source, edge.target)
 
     def kind(self, step_id: str) -> str:
-        return str(self._g.nodes[step_id].get("kind", "?"))
+        return self._kinds.get(step_id, "?")
 
     def steps(self) -> list[str]:
         return [n for n in self._g.nodes if n != END]
@@ -109,8 +119,7 @@ class RunbookGraph:
 
     def unknown_targets(self) -> list[Edge]:
         """Edges to steps that the runbook does not define."""
-        nodes = self._g.nodes
-        return [e for e in self._edges if "kind" not in nodes[e.target]]
+        return [e for e in self._edges if e.target not in self._kinds]
 
     def roots(self) -> list[str]:
         return [self.start]
@@ -129,7 +138,9 @@ class RunbookGraph:
 
         The strongly connected components are found first (linear); find_cycle then only
         searches one of them, since it is slow on a graph of thousands of steps."""
-        waits = {n for n, kind in self._g.nodes(data="kind") if kind == "wait"}
+        if nx.is_directed_acyclic_graph(self._g):
+            return None  # no cycle at all (most diagnosis trees): a tenth of the search's cost
+        waits = {n for n, kind in self._kinds.items() if kind == "wait"}
         g = nx.DiGraph()
         g.add_edges_from((e.source, e.target) for e in self._edges
                          if e.retry is None and e.source not in waits
@@ -155,11 +166,12 @@ class RunbookGraph:
 
     def to_dot(self) -> str:
         lines = [f'digraph "{self.id}" {{', "  rankdir=TB;"]
-        for node, data in self._g.nodes(data=True):
-            shape = {"check": "diamond", "finding": "note", "end": "point",
-                     "action": "box", "wait": "hexagon", "manual": "parallelogram"}
-            lines.append(f'  "{node}" [label="{node}\\n({data.get("kind", "?")})", '
-                         f'shape={shape.get(data.get("kind", ""), "ellipse")}];')
+        shape = {"check": "diamond", "finding": "note", "end": "point",
+                 "action": "box", "wait": "hexagon", "manual": "parallelogram"}
+        for node in self._g.nodes:
+            kind = self.kind(node)
+            lines.append(f'  "{node}" [label="{node}\\n({kind})", '
+                         f'shape={shape.get(kind, "ellipse")}];')
         for e in self.edges():
             label = e.label + (f" (retry ≤{e.retry})" if e.retry else "")
             lines.append(f'  "{e.source}" -> "{e.target}" [label="{label}"];')
@@ -169,8 +181,8 @@ class RunbookGraph:
     def to_mermaid(self) -> str:
         ids = {n: f"n{i}" for i, n in enumerate(self._g.nodes)}
         lines = ["flowchart TD"]
-        for node, data in self._g.nodes(data=True):
-            text = f"{node} ({data.get('kind', '?')})".replace('"', "'")
+        for node in self._g.nodes:
+            text = f"{node} ({self.kind(node)})".replace('"', "'")
             lines.append(f'  {ids[node]}["{text}"]')
         for e in self.edges():
             label = e.label + (f" retry<={e.retry}" if e.retry else "")

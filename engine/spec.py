@@ -8,6 +8,7 @@ guideline section that it encodes in `source:`.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
@@ -162,11 +163,16 @@ class ForeachStep(_Step):
 def step_kind(value: Any) -> str | None:
     """The kind of a raw or parsed step: the one kind key that it has."""
     if isinstance(value, BaseModel):
-        value = {k: True for k in type(value).model_fields}
+        return _model_kind(type(value))
     if not isinstance(value, dict):
         return None
     kinds = [k for k in STEP_KINDS if k in value]
     return kinds[0] if len(kinds) == 1 else None
+
+
+@functools.cache
+def _model_kind(model: type[BaseModel]) -> str | None:
+    return step_kind({k: True for k in model.model_fields})
 
 
 def _tag(value: Any) -> str | None:
