@@ -18,7 +18,8 @@ import pytest
 
 from caldb.remote_client import RemoteClient, endpoints_of
 from sim import caldb_twin, mutations, offline, operate
-from sim.devices.client import run_actions
+from sim.devices import client
+from sim.devices.client import KaraboClientError, run_actions
 from sim.faults import apply_fault, heal
 from sim.layout import instrument_layout
 from sim.rawdata import write_raw_run
@@ -61,6 +62,24 @@ def test_12_1_offline_access_points_answer_and_log_as_the_guidelines_show(full: 
     log = _log(full)
     text = poll("the access points' log", lambda: log.exists() and log.read_text(), 30)
     assert f"INFO {caldb_twin.MAX_WEB_PREFIX}0 : Waiting on data" in text
+
+
+def test_a_twin_of_another_topic_is_asked_through_one_kept_client_process(full: Twin) -> None:
+    """This process's own client is bound to the session twins' topic (or to none): this
+    twin's topic is asked through a child kept for it, which an error does not end and
+    the twin's `down` (here: closing its prefix) does."""
+    init = {"device": IDS["init"], "get": ["state"]}
+    [first] = _act(full, init)
+    child = client._children[full.topics["SPB"]]
+    with pytest.raises(KaraboClientError, match="not running|TimeoutError"):
+        run_actions(str(full.broker_url), full.topics["SPB"],
+                    [{"device": "SPB_NO/SUCH/DEVICE", "get": ["state"]}], timeout=2)
+    assert _act(full, init) == [first]
+    assert client._children[full.topics["SPB"]] is child and child.proc.poll() is None
+    client.close_children(full.topic_prefix)
+    assert full.topics["SPB"] not in client._children and child.proc.poll() is not None
+    assert _act(full, init) == [first]
+    assert client._children[full.topics["SPB"]].proc.pid != child.proc.pid
 
 
 @pytest.mark.timeout(600)
