@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 __all__ = ["EXIT_OK", "EXIT_FINDINGS", "EXIT_UNKNOWN", "EXIT_USAGE", "console", "fail", "guard"]
 
+# A mistake exits 3 in every command, `validate` included (CONVENTIONS 3 says 1): in
+# `diagnose`, 1 means findings, and a script at 3 a.m. must tell the two apart.
 EXIT_OK, EXIT_FINDINGS, EXIT_UNKNOWN, EXIT_USAGE = 0, 1, 2, 3
 
 
