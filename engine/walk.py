@@ -37,6 +37,7 @@ from .spec import (
     FindingStep,
     ForeachStep,
     ManualStep,
+    Postcondition,
     Retry,
     Route,
     Step,
@@ -403,7 +404,7 @@ class Walker:
 
     # -- helpers ---------------------------------------------------------------------
 
-    def _postcondition_asked(self, scope: _Scope, step_id: str, post: Any,
+    def _postcondition_asked(self, scope: _Scope, step_id: str, post: Postcondition,
                              started_at: float | str) -> dict[str, Any]:
         """The postcondition's check and its `with:`, rendered for an action that began
         at `started_at` (in a plan, a placeholder: it has not begun)."""

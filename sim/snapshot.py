@@ -14,7 +14,8 @@ A plan must change nothing; the twin proves it by comparing two snapshots taken 
 
 ``diff(before, after)`` lists every difference as one line (empty: nothing changed).
 Karabo binds a process to one topic, so the devices of each instrument are read in a
-child process (``python -m sim.snapshot``), as ``sim.devices.client.run_actions`` does.
+child process (``python -m sim.snapshot``) started for the snapshot: snapshots are few, so
+it is not kept as ``sim.devices.client.run_actions`` keeps its children.
 """
 
 from __future__ import annotations

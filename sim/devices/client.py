@@ -133,10 +133,11 @@ class _Child:
             except (OSError, queue.Empty):
                 line = None
             if line is None:
+                gone = self.proc.poll() is not None
                 self.close()
+                why = "ended" if gone else f"did not answer within {timeout + 30:g} s"
                 raise KaraboClientError(f"Karabo actions on {self.topic}: the client process "
-                                        f"did not answer within {timeout + 30:g} s: "
-                                        f"{self._log_tail()}")
+                                        f"{why}: {self._log_tail()}")
         kind, _, payload = line.partition(" ")
         if kind == "ERROR":
             raise KaraboClientError(f"Karabo actions failed: {json.loads(payload)}")

@@ -18,7 +18,7 @@ import pytest
 
 from caldb.remote_client import RemoteClient, endpoints_of
 from sim import caldb_twin, mutations, offline, operate
-from sim.devices import client
+from sim.devices import client as karabo_client
 from sim.devices.client import KaraboClientError, run_actions
 from sim.faults import apply_fault, heal
 from sim.layout import instrument_layout
@@ -70,16 +70,16 @@ def test_a_twin_of_another_topic_is_asked_through_one_kept_client_process(full: 
     the twin's `down` (here: closing its prefix) does."""
     init = {"device": IDS["init"], "get": ["state"]}
     [first] = _act(full, init)
-    child = client._children[full.topics["SPB"]]
+    child = karabo_client._children[full.topics["SPB"]]
     with pytest.raises(KaraboClientError, match="not running|TimeoutError"):
         run_actions(str(full.broker_url), full.topics["SPB"],
                     [{"device": "SPB_NO/SUCH/DEVICE", "get": ["state"]}], timeout=2)
     assert _act(full, init) == [first]
-    assert client._children[full.topics["SPB"]] is child and child.proc.poll() is None
-    client.close_children(full.topic_prefix)
-    assert full.topics["SPB"] not in client._children and child.proc.poll() is not None
+    assert karabo_client._children[full.topics["SPB"]] is child and child.proc.poll() is None
+    karabo_client.close_children(full.topic_prefix)
+    assert full.topics["SPB"] not in karabo_client._children and child.proc.poll() is not None
     assert _act(full, init) == [first]
-    assert client._children[full.topics["SPB"]].proc.pid != child.proc.pid
+    assert karabo_client._children[full.topics["SPB"]].proc.pid != child.proc.pid
 
 
 @pytest.mark.timeout(600)
