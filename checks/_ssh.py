@@ -69,7 +69,7 @@ class CommandResult:
     stdout: str
     stderr: str
     seconds: float
-    connection: str = "opened"   # "opened" or "reused": was the connection new for it?
+    connection: str = "opened"   # "opened": the first command on its connection, else "reused"
 
 
 @dataclass
@@ -77,6 +77,7 @@ class _Slot:
     conn: asyncssh.SSHClientConnection | None = None
     opening: asyncio.Future[asyncssh.SSHClientConnection] | None = None
     error: SshError | None = None
+    used: bool = False      # by a command: an early (prefetched) connection is new to its first
 
 
 @dataclass
@@ -200,8 +201,7 @@ class SshPool:
         key = (target.host, target.user, target.port, via)
         slot = self._slots.setdefault(key, _Slot())
         if slot.conn is not None and not slot.conn.is_closed():
-            self.stats["reused"] += count
-            return slot.conn, "reused"
+            return slot.conn, self._how(slot, count)
         if slot.error is not None:
             raise slot.error
         if slot.opening is None or slot.opening.done():
@@ -212,7 +212,18 @@ class SshPool:
             conn = await asyncio.wait_for(asyncio.shield(slot.opening), max(limit, 0.001))
         except TimeoutError as exc:
             raise SshTimeout(f"{target.who}: no SSH answer within {limit:g} s") from exc
-        return conn, "opened"
+        return conn, self._how(slot, count)
+
+    def _how(self, slot: _Slot, count: bool) -> str:
+        """ "opened" for the first command on a connection (an early one included), else
+        "reused"; a prefetch (`count` false) uses nothing up."""
+        if not count:
+            return "opened"
+        if not slot.used:
+            slot.used = True
+            return "opened"
+        self.stats["reused"] += 1
+        return "reused"
 
     async def _open(self, target: Target, slot: _Slot, via: _Key | None
                     ) -> asyncssh.SSHClientConnection:
@@ -232,7 +243,7 @@ class SshPool:
             slot.error = translate(exc, target.who, where, limit)
             self.stats["failed"] += 1
             raise slot.error from exc
-        slot.conn = conn
+        slot.conn, slot.used = conn, False
         self.stats["opened"] += 1
         return conn
 
